@@ -1,0 +1,71 @@
+"""The ``napari-fbrs`` command line: segment, evaluate, models, train, datasets.
+
+Each subcommand lives in its own module with ``add_parser(subparsers)`` and ``run(args)``.
+User errors raise :class:`UserError`: one clear line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["UserError", "main"]
+
+# subcommand -> module (imported only when that subcommand runs or help is built)
+SUBCOMMANDS = {
+    "segment": "napari_fbrs.cli.segment",
+    "evaluate": "napari_fbrs.cli.evaluate",
+    "models": "napari_fbrs.cli.models",
+    "train": "napari_fbrs.cli.train",
+    "datasets": "napari_fbrs.cli.datasets",
+}
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs; printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from napari_fbrs._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="napari-fbrs",
+        description="Interactive segmentation with f-BRS, without the GUI.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-fbrs {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module_name in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            p = sub.add_parser(name, help=f"({name} is not available yet)")
+            p.set_defaults(_unavailable=name)
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``napari-fbrs`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_unavailable", None):
+        print(f"napari-fbrs: '{args._unavailable}' is not available yet in this version",
+              file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"napari-fbrs {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

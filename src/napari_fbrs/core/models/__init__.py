@@ -1,0 +1,1 @@
+"""Networks: the official f-BRS/RITM architectures and the bundled lite model."""

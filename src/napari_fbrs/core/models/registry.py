@@ -1,0 +1,280 @@
+"""Registry of known architectures, building them, and loading checkpoints.
+
+Architectures are registered by name with the dotted path of a builder function, so
+nothing is imported until a model is actually built.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+__all__ = [
+    "ArchSpec",
+    "ARCHITECTURES",
+    "CheckpointError",
+    "build_model",
+    "identify_architecture",
+    "load_model",
+    "load_state_dict_file",
+    "resolve_device",
+]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used (unreadable, hostile, or of an unknown layout)."""
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A known architecture.
+
+    Parameters
+    ----------
+    name : str
+        Registry name, e.g. ``"hrnet18_ocr64"``.
+    builder : str
+        ``"module:function"`` returning an untrained :class:`InteractiveNet`.
+    family : str
+        ``"fbrs"``, ``"ritm"`` or ``"lite"``.
+    description : str
+        One line for ``napari-fbrs models``.
+    kwargs : dict
+        Extra keyword arguments for the builder.
+    """
+
+    name: str
+    builder: str
+    family: str
+    description: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self, **overrides: Any):
+        module_name, func_name = self.builder.split(":")
+        func: Callable[..., Any] = getattr(importlib.import_module(module_name), func_name)
+        net = func(**{**self.kwargs, **overrides})
+        net.arch_name = self.name
+        return net
+
+
+_M = "napari_fbrs.core.models"
+ARCHITECTURES: dict[str, ArchSpec] = {
+    spec.name: spec
+    for spec in [
+        ArchSpec("resnet34_dh128", f"{_M}.deeplab:build_deeplab", "fbrs",
+                 "DeepLabV3+ ResNet-34, 128-channel head (f-BRS)",
+                 {"backbone": "resnet34", "head_channels": 128}),
+        ArchSpec("resnet50_dh128", f"{_M}.deeplab:build_deeplab", "fbrs",
+                 "DeepLabV3+ ResNet-50, 128-channel head (f-BRS)",
+                 {"backbone": "resnet50", "head_channels": 128}),
+        ArchSpec("resnet101_dh256", f"{_M}.deeplab:build_deeplab", "fbrs",
+                 "DeepLabV3+ ResNet-101, 256-channel head (f-BRS)",
+                 {"backbone": "resnet101", "head_channels": 256}),
+        ArchSpec("hrnet18_ocr64", f"{_M}.hrnet:build_hrnet_ocr", "fbrs",
+                 "HRNetV2-W18 + OCR-64 (f-BRS)", {"width": 18, "ocr_width": 64}),
+        ArchSpec("hrnet18s_ocr48", f"{_M}.hrnet:build_hrnet_ocr", "fbrs",
+                 "small HRNetV2-W18 + OCR-48 (f-BRS)",
+                 {"width": 18, "ocr_width": 48, "small": True}),
+        ArchSpec("hrnet32_ocr128", f"{_M}.hrnet:build_hrnet_ocr", "fbrs",
+                 "HRNetV2-W32 + OCR-128 (f-BRS)", {"width": 32, "ocr_width": 128}),
+        ArchSpec("hrnet48_ocr128", f"{_M}.hrnet:build_hrnet_ocr", "fbrs",
+                 "HRNetV2-W48 + OCR-128 (f-BRS)", {"width": 48, "ocr_width": 128}),
+    ]
+}
+
+
+def resolve_device(device: str | Any = "auto"):
+    """Turn ``"auto"``/``"cpu"``/``"cuda"``/``"mps"`` (or a torch.device) into a torch.device.
+
+    ``"auto"`` picks CUDA, then Apple MPS, then the CPU. Asking for an unavailable device
+    raises ``ValueError`` naming what is available.
+    """
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
+    name = str(device).lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use 'cpu'")
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise ValueError("device 'mps' was requested but Apple MPS is not available; use 'cpu'")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or mps") from exc
+
+
+def build_model(name: str, **overrides: Any):
+    """Build an untrained network of a registered architecture.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`ARCHITECTURES`.
+
+    Returns
+    -------
+    InteractiveNet
+        In eval mode, with the official state-dict layout of that architecture.
+    """
+    if name not in ARCHITECTURES:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise KeyError(f"unknown architecture {name!r}; known: {known}")
+    net = ARCHITECTURES[name].build(**overrides)
+    net.eval()
+    return net
+
+
+def _expected_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of an architecture's state dict, built on the meta device (no memory)."""
+    import torch
+
+    with torch.device("meta"):
+        net = ARCHITECTURES[name].build()
+    return {
+        k: tuple(v.shape) for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")
+    }
+
+
+_SHAPES_CACHE: dict[str, dict[str, tuple[int, ...]]] = {}
+
+
+def expected_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    if name not in _SHAPES_CACHE:
+        _SHAPES_CACHE[name] = _expected_shapes(name)
+    return _SHAPES_CACHE[name]
+
+
+def identify_architecture(state_dict: Mapping[str, Any]) -> str:
+    """Name the registered architecture whose keys and shapes match ``state_dict`` exactly.
+
+    Raises
+    ------
+    CheckpointError
+        When nothing matches; the message names the closest architecture and the keys that
+        differ (missing, unexpected, wrong shape).
+    """
+    got = {
+        k: tuple(getattr(v, "shape", ()))
+        for k, v in state_dict.items()
+        if not k.endswith("num_batches_tracked")
+    }
+    best: tuple[float, str, list[str], list[str], list[str]] | None = None
+    for name in ARCHITECTURES:
+        try:
+            want = expected_shapes(name)
+        except ImportError:
+            continue
+        missing = sorted(set(want) - set(got))
+        unexpected = sorted(set(got) - set(want))
+        wrong = sorted(k for k in set(want) & set(got) if want[k] != got[k])
+        if not (missing or unexpected or wrong):
+            return name
+        score = (len(missing) + len(unexpected) + len(wrong)) / max(len(want), 1)
+        if best is None or score < best[0]:
+            best = (score, name, missing, unexpected, wrong)
+    if best is None:
+        raise CheckpointError("no architecture is registered")
+    _, name, missing, unexpected, wrong = best
+
+    def _few(keys: list[str]) -> str:
+        shown = ", ".join(keys[:5])
+        return f"{len(keys)} ({shown}{', ...' if len(keys) > 5 else ''})"
+
+    raise CheckpointError(
+        "the checkpoint matches no known architecture; closest is "
+        f"{name!r}: missing keys {_few(missing)}, unexpected keys {_few(unexpected)}, "
+        f"wrong shapes {_few(wrong)}"
+    )
+
+
+def load_state_dict_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a checkpoint safely (``weights_only=True``): returns ``(state_dict, extra)``.
+
+    Accepts a bare state dict or a dict holding one under ``"state_dict"`` (the official
+    f-BRS/RITM files) or ``"model"``; ``extra`` holds the other top-level entries.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, truncated, corrupt or hostile (pickled code) files, with what to do.
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path.name} was refused: it contains pickled code or objects that are not plain "
+            "tensors (loaded with weights_only=True, nothing was executed). Only use "
+            f"checkpoints from a source you trust. Detail: {str(exc).splitlines()[0]}"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path.name} could not be read: the file is truncated or corrupt "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            "Delete it and download it again."
+        ) from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path.name} holds a {type(obj).__name__}, not a state dict")
+    for key in ("state_dict", "model"):
+        if key in obj and isinstance(obj[key], dict):
+            extra = {k: v for k, v in obj.items() if k != key}
+            return dict(obj[key]), extra
+    return dict(obj), {}
+
+
+def load_model(path_or_name: str | os.PathLike, device: str = "auto"):
+    """Load a network from a checkpoint file or a registered checkpoint name.
+
+    Parameters
+    ----------
+    path_or_name : str or path
+        A ``.pth``/``.pt`` file in an official (f-BRS/RITM) or napari-fbrs layout, or a
+        name known to the model zoo (e.g. ``"fbrs-lite"``, ``"hrnet18_ocr64_sbd"``).
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+
+    Returns
+    -------
+    InteractiveNet
+        In eval mode with gradients off, on ``device``.
+    """
+    from napari_fbrs.core import zoo
+
+    dev = resolve_device(device)
+    path = Path(path_or_name)
+    if not path.is_file():
+        path = zoo.checkpoint_path(str(path_or_name))
+    state_dict, extra = load_state_dict_file(path)
+    arch = extra.get("arch") if isinstance(extra.get("arch"), str) else None
+    if arch is None or arch not in ARCHITECTURES:
+        arch = identify_architecture(state_dict)
+    net = build_model(arch)
+    missing, unexpected = net.load_state_dict(state_dict, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path.name} does not fit {arch!r}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    net = net.float().to(dev).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net

@@ -1,0 +1,29 @@
+"""Shared test fixtures: where ``../shared`` is, and skipping cleanly without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_root() -> Path:
+    """``NAPARI_FBRS_SHARED`` if set, else ``../shared`` beside the repository."""
+    env = os.environ.get("NAPARI_FBRS_SHARED")
+    return Path(env) if env else REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    root = shared_root()
+    if not (root / "README.md").is_file():
+        pytest.skip(f"../shared is not present at {root} (set NAPARI_FBRS_SHARED to its path)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def conformance_dir(shared_dir: Path) -> Path:
+    return shared_dir / "conformance"
