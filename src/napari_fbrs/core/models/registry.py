@@ -82,6 +82,10 @@ ARCHITECTURES: dict[str, ArchSpec] = {
                  "HRNetV2-W32 + OCR-128 (f-BRS)", {"width": 32, "ocr_width": 128}),
         ArchSpec("hrnet48_ocr128", f"{_M}.hrnet:build_hrnet_ocr", "fbrs",
                  "HRNetV2-W48 + OCR-128 (f-BRS)", {"width": 48, "ocr_width": 128}),
+        ArchSpec("fbrs_lite", f"{_M}.lite:build_lite", "lite",
+                 "bundled EfficientNet-Lite0 encoder + light DeepLabV3+-style decoder"),
+        ArchSpec("tiny_test", "napari_fbrs.core.testing:TinyNet", "test",
+                 "a tiny untrained network for tests only"),
     ]
 }
 
