@@ -1,0 +1,417 @@
+"""The interactive predictor: clicks in, probability maps out, with BRS refinement.
+
+Modes (f-BRS paper, table 1):
+
+* ``NoBRS``: the network alone.
+* ``RGB-BRS``: optimise an additive correction of the input image (BRS, Jang & Kim 2019).
+* ``DistMap-BRS``: optimise an additive correction of the click maps.
+* ``f-BRS-A/B/C``: optimise a per-channel scale and bias of intermediate features at the
+  network's insertion site A, B or C; only the part of the network after the site runs
+  during the optimisation, which is what makes f-BRS fast.
+
+A prediction for the current clicks runs as: choose the view (whole image, or the ZoomIn
+crop), resize it (longest-side limit), add its horizontal flip to the batch, compute the
+logits of the mode, average the flip halves, sigmoid, and paste the view back into the
+full image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from napari_fbrs.core.brs import BrsObjective, LbfgsSettings, click_disks, run_lbfgs
+from napari_fbrs.core.clicks import Click, clicks_to_points
+from napari_fbrs.core.image import network_input, to_unit_rgb
+from napari_fbrs.core.models.base import InteractiveNet
+from napari_fbrs.core.models.registry import resolve_device
+from napari_fbrs.core.transforms import Roi, ZoomIn, clicks_to_view, view_size
+
+__all__ = ["MODES", "Predictor"]
+
+MODES = ("NoBRS", "RGB-BRS", "DistMap-BRS", "f-BRS-A", "f-BRS-B", "f-BRS-C")
+# clicks given to the network by default (the reference evaluation's settings)
+_DEFAULT_NET_CLICKS = {"NoBRS": None, "RGB-BRS": 5, "DistMap-BRS": 5,
+                       "f-BRS-A": 8, "f-BRS-B": 8, "f-BRS-C": 8}
+
+
+@dataclass(frozen=True)
+class _State:
+    """Everything that defines the predictor after a click (what undo restores)."""
+
+    clicks: tuple[Click, ...] = ()
+    prob: np.ndarray | None = None  # (H, W) float32
+    roi: Roi | None = None  # ZoomIn crop, None = whole image
+    opt: np.ndarray | None = None  # BRS variables after the last optimisation
+
+
+class Predictor:
+    """Click-by-click segmentation of one 2D image with a network and a BRS mode.
+
+    Parameters
+    ----------
+    net : InteractiveNet
+        A network from :func:`napari_fbrs.build_model` / :func:`napari_fbrs.load_model`.
+        It is moved to ``device`` and put in eval mode.
+    mode : str
+        One of :data:`MODES`.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+    with_flip : bool
+        Average the prediction with that of the horizontally flipped image.
+    zoom_in : ZoomIn or None
+        ZoomIn settings; ``None`` turns it off.
+    prob_thresh : float
+        Threshold of :attr:`mask` and of the BRS click-consistency checks.
+    max_size : int or None
+        Longest side, in pixels, of what the network sees (larger views are shrunk).
+    lbfgs_maxfun : int
+        Maximum objective evaluations of L-BFGS-B per click.
+    net_clicks_limit : int or None
+        Clicks given to the network; ``None``: the mode's default (8 for f-BRS, 5 for
+        RGB-/DistMap-BRS, all for NoBRS). Later clicks act only through the optimisation.
+    optimize_after_n_clicks : int
+        BRS starts once there are more clicks than this.
+    reg_weight, bias_reg_weight : float
+        L2 weights of the auxiliary variables (f-BRS biases get ``reg_weight *
+        bias_reg_weight``).
+    min_iou_diff : float
+        Stop optimising once the mask changes by less than this IoU between evaluations.
+    lbfgs_m : int
+        L-BFGS memory.
+
+    Examples
+    --------
+    >>> p = Predictor(net, mode="f-BRS-B")            # doctest: +SKIP
+    >>> p.set_image(image)                            # doctest: +SKIP
+    >>> prob = p.add_click(120, 200, positive=True)   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        net: InteractiveNet,
+        mode: str = "f-BRS-B",
+        device: str = "auto",
+        with_flip: bool = True,
+        zoom_in: ZoomIn | None = ZoomIn(),  # noqa: B008 (frozen, safe to share)
+        prob_thresh: float = 0.49,
+        max_size: int | None = None,
+        lbfgs_maxfun: int = 20,
+        net_clicks_limit: int | None = None,
+        *,
+        optimize_after_n_clicks: int = 1,
+        reg_weight: float = 1e-3,
+        bias_reg_weight: float = 10.0,
+        min_iou_diff: float = 0.01,
+        lbfgs_m: int = 20,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if not isinstance(net, InteractiveNet):
+            raise TypeError(f"net must be an InteractiveNet (from build_model/load_model), "
+                            f"got {type(net).__name__}")
+        if mode.startswith("f-BRS") and mode not in net.brs_sites:
+            raise ValueError(f"{mode} is not defined for {type(net).__name__}")
+        if not 0.0 < prob_thresh < 1.0:
+            raise ValueError(f"prob_thresh must lie in (0, 1), got {prob_thresh}")
+        if max_size is not None and max_size < 16:
+            raise ValueError(f"max_size must be at least 16 pixels, got {max_size}")
+        if lbfgs_maxfun < 1:
+            raise ValueError(f"lbfgs_maxfun must be >= 1, got {lbfgs_maxfun}")
+        if net_clicks_limit is not None and net_clicks_limit < 1:
+            raise ValueError(f"net_clicks_limit must be >= 1 or None, got {net_clicks_limit}")
+        self.device = resolve_device(device)
+        self.net = net.to(self.device).eval()
+        self.mode = mode
+        self.with_flip = bool(with_flip)
+        self.zoom_in = zoom_in
+        self.prob_thresh = float(prob_thresh)
+        self.max_size = max_size
+        self.net_clicks_limit = (
+            _DEFAULT_NET_CLICKS[mode] if net_clicks_limit is None else int(net_clicks_limit)
+        )
+        self.lbfgs = LbfgsSettings(m=lbfgs_m, maxfun=lbfgs_maxfun)
+        self.optimize_after_n_clicks = optimize_after_n_clicks
+        self.reg_weight = reg_weight
+        self.bias_reg_weight = bias_reg_weight
+        self.min_iou_diff = min_iou_diff
+        self._cancel: Callable[[], bool] | None = None
+        self._image: torch.Tensor | None = None  # (1, 3, H, W) network-normalised
+        self._views: dict[tuple, torch.Tensor] = {}
+        self._features: tuple[Any, Any] | None = None  # (key, (features, context))
+        self._history: list[_State] = [_State()]
+        self._pos = 0
+        #: number of objective evaluations of the last click (0 without BRS)
+        self.last_evaluations = 0
+
+    # -- public API -----------------------------------------------------------------------
+    def set_image(self, image: np.ndarray, contrast_limits: Sequence[float] | None = None
+                  ) -> None:
+        """Set the image to segment; clears clicks and history.
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            ``(H, W)`` grey, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA, any numeric dtype
+            (see :mod:`napari_fbrs.core.image` for the normalisation).
+        contrast_limits : (low, high), optional
+            Intensity window mapped to [0, 1] (napari's layer contrast limits).
+        """
+        unit = to_unit_rgb(image, contrast_limits)
+        self._image = network_input(unit, self.net.input_normalization).to(self.device)
+        self._views.clear()
+        self._features = None
+        self.reset()
+
+    def add_click(self, y: float, x: float, positive: bool = True) -> np.ndarray:
+        """Add a click and return the new probability map.
+
+        Parameters
+        ----------
+        y, x : float
+            Row and column in image pixels (napari ``(row, col)``); the pixel whose centre
+            is nearest must lie inside the image.
+        positive : bool
+            Object (``True``) or background (``False``).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(H, W)`` float32 in ``[0, 1]`` for all clicks so far.
+
+        Raises
+        ------
+        ValueError
+            Click outside the image or not finite; nothing changes.
+        RuntimeError
+            No image set.
+        """
+        click = self._make_click(y, x, positive)
+        state = self._predict(self.state.clicks + (click,), self.state)
+        del self._history[self._pos + 1:]
+        self._history.append(state)
+        self._pos += 1
+        return self.prob
+
+    def undo(self) -> np.ndarray:
+        """Go back one click; returns the probability map then (zeros with no clicks)."""
+        if self._pos > 0:
+            self._pos -= 1
+        return self.prob
+
+    def redo(self) -> np.ndarray:
+        """Re-apply an undone click; returns its probability map."""
+        if self._pos < len(self._history) - 1:
+            self._pos += 1
+        return self.prob
+
+    def reset(self) -> None:
+        """Forget all clicks (start a new object); the image stays."""
+        self._history = [_State()]
+        self._pos = 0
+
+    def set_cancel_callback(self, fn: Callable[[], bool] | None) -> None:
+        """``fn() -> bool`` polled during optimisation; ``True`` stops it early."""
+        self._cancel = fn
+
+    @property
+    def state(self) -> _State:
+        return self._history[self._pos]
+
+    @property
+    def clicks(self) -> list[Click]:
+        """The current clicks, oldest first."""
+        return list(self.state.clicks)
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the image set with :meth:`set_image`."""
+        if self._image is None:
+            raise RuntimeError("no image set: call set_image(image) first")
+        return (int(self._image.shape[2]), int(self._image.shape[3]))
+
+    @property
+    def prob(self) -> np.ndarray:
+        """``(H, W)`` float32 probability map of the current clicks (zeros without any)."""
+        if self.state.prob is None:
+            return np.zeros(self.image_shape, dtype=np.float32)
+        return self.state.prob
+
+    @property
+    def mask(self) -> np.ndarray:
+        """``(H, W)`` bool, ``prob >= prob_thresh``."""
+        return self.prob >= self.prob_thresh
+
+    @property
+    def can_undo(self) -> bool:
+        return self._pos > 0
+
+    @property
+    def can_redo(self) -> bool:
+        return self._pos < len(self._history) - 1
+
+    # -- internals --------------------------------------------------------------------------
+    def _make_click(self, y: float, x: float, positive: bool) -> Click:
+        h, w = self.image_shape
+        y, x = float(y), float(x)
+        if not (np.isfinite(y) and np.isfinite(x)):
+            raise ValueError(f"click ({y}, {x}) is not a finite coordinate")
+        # pixel i covers [i - 0.5, i + 0.5): accept what napari shows as inside the image
+        if not (-0.5 <= y < h - 0.5 and -0.5 <= x < w - 0.5):
+            raise ValueError(
+                f"click (y={y:g}, x={x:g}) lies outside the image of shape ({h}, {w})"
+            )
+        return Click(min(max(y, 0.0), h - 1.0), min(max(x, 0.0), w - 1.0), bool(positive))
+
+    def _view(self, roi: Roi, size: tuple[int, int]) -> torch.Tensor:
+        key = (roi, size)
+        if key not in self._views:
+            if len(self._views) > 4:
+                self._views.clear()
+            crop = self._image[:, :, roi[0]:roi[1] + 1, roi[2]:roi[3] + 1]
+            if tuple(crop.shape[2:]) != size:
+                crop = F.interpolate(crop, size=size, mode="bilinear", align_corners=True)
+            self._views[key] = crop
+        return self._views[key]
+
+    def _predict(self, clicks: tuple[Click, ...], prev: _State) -> _State:
+        h, w = self.image_shape
+        full: Roi = (0, h - 1, 0, w - 1)
+        roi, changed = None, False
+        if self.zoom_in is not None:
+            roi, changed = self.zoom_in.next_roi(prev.roi, clicks, prev.prob)
+        view_roi = roi if roi is not None else full
+        size = view_size(view_roi, roi is not None,
+                         self.zoom_in.target_size if self.zoom_in else None, self.max_size)
+        identity = roi is None and size == (h, w)
+        image = self._view(view_roi, size)
+        view_clicks = list(clicks) if identity else clicks_to_view(clicks, view_roi, size)
+        lists = [view_clicks]
+        if self.with_flip:
+            image = torch.cat([image, image.flip(3)], dim=0)
+            lists.append([Click(c.y, size[1] - c.x - 1, c.positive) for c in view_clicks])
+        prev_mask = self._prev_mask_view(prev, view_roi, size) if self.net.uses_prev_mask else None
+
+        self.last_evaluations = 0
+        if self.mode == "NoBRS":
+            logits, opt = self._nobrs(image, lists, prev_mask, size), None
+        elif self.mode.startswith("f-BRS"):
+            logits, opt = self._fbrs(image, lists, prev_mask, size, view_roi, prev.opt)
+        else:
+            logits, opt = self._input_brs(image, lists, prev_mask, size, changed, prev.opt)
+
+        with torch.inference_mode():
+            if self.with_flip:
+                logits = 0.5 * (logits[:1] + logits[1:].flip(3))
+            prob_view = torch.sigmoid(logits)
+            if identity:
+                prob = prob_view[0, 0].float().cpu().numpy()
+            else:
+                rh, rw = view_roi[1] - view_roi[0] + 1, view_roi[3] - view_roi[2] + 1
+                pasted = F.interpolate(prob_view, size=(rh, rw), mode="bilinear",
+                                       align_corners=True)[0, 0].float().cpu().numpy()
+                prob = np.zeros((h, w), dtype=np.float32)
+                prob[view_roi[0]:view_roi[1] + 1, view_roi[2]:view_roi[3] + 1] = pasted
+        return _State(clicks=clicks, prob=prob, roi=roi, opt=opt)
+
+    def _prev_mask_view(self, prev: _State, roi: Roi, size: tuple[int, int]) -> torch.Tensor:
+        if prev.prob is None:
+            mask = torch.zeros((1, 1, *size), device=self.device)
+        else:
+            crop = torch.from_numpy(prev.prob[roi[0]:roi[1] + 1, roi[2]:roi[3] + 1].copy())
+            mask = crop[None, None].to(self.device)
+            if tuple(mask.shape[2:]) != size:
+                mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=True)
+        return torch.cat([mask, mask.flip(3)], dim=0) if self.with_flip else mask
+
+    def _points(self, lists: list[list[Click]]) -> torch.Tensor:
+        return clicks_to_points(lists, limit=self.net_clicks_limit,
+                                with_index=self.net.uses_prev_mask, device=self.device)
+
+    def _upsample(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if tuple(logits.shape[2:]) == size:
+            return logits
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+
+    def _nobrs(self, image, lists, prev_mask, size) -> torch.Tensor:
+        with torch.inference_mode():
+            maps = self.net.encode_clicks(image, self._points(lists), prev_mask)
+            return self._upsample(self.net.logits_from_maps(image, maps), size)
+
+    def _optimise(self, logits_fn, reg_fn, lists, size, x0: np.ndarray) -> tuple[Any, np.ndarray]:
+        """Run L-BFGS-B if there are enough clicks; returns (best logits or None, x)."""
+        if len(lists[0]) <= self.optimize_after_n_clicks:
+            return None, x0
+        pos, neg = click_disks(lists, size[0], size[1])
+        objective = BrsObjective(logits_fn, reg_fn, pos, neg, self.prob_thresh,
+                                 self.min_iou_diff, self.device, self._cancel)
+        x = run_lbfgs(objective, x0, self.lbfgs)
+        self.last_evaluations = objective.evaluations
+        return objective.best_logits, x
+
+    def _fbrs(self, image, lists, prev_mask, size, roi, prev_opt):
+        net = self.net
+        site = net.brs_sites[self.mode]
+        channels = net.site_channels(site)
+        limit = self.net_clicks_limit
+        key = (site, roi, size, tuple(lists[0][:limit]), self.with_flip)
+        if self._features is None or self._features[0] != key:
+            with torch.no_grad():
+                maps = net.encode_clicks(image, self._points(lists), prev_mask)
+                self._features = (key, net.site_features(site, image, maps))
+        features, context = self._features[1]
+
+        def logits_fn(params: torch.Tensor) -> torch.Tensor:
+            scale = (1 + params[:channels]).view(1, channels, 1, 1)
+            bias = params[channels:].view(1, channels, 1, 1)
+            return self._upsample(net.logits_from_site(site, features * scale + bias, context),
+                                  size)
+
+        def reg_fn(params: torch.Tensor) -> torch.Tensor:
+            return self.reg_weight * (params[:channels].square().sum()
+                                      + self.bias_reg_weight * params[channels:].square().sum())
+
+        x0 = prev_opt if prev_opt is not None and prev_opt.size == 2 * channels else (
+            np.zeros(2 * channels, dtype=np.float32))
+        best, x = self._optimise(logits_fn, reg_fn, lists, size, x0)
+        if best is None:
+            with torch.no_grad():
+                best = logits_fn(torch.from_numpy(np.asarray(x, np.float32)).to(self.device))
+        return best, x
+
+    def _input_brs(self, image, lists, prev_mask, size, changed, prev_opt):
+        net = self.net
+        on_image = self.mode == "RGB-BRS"
+        shape = (1, 3 if on_image else 2, *size)
+        points = self._points(lists)
+        flip = self.with_flip
+
+        def unpack(params: torch.Tensor) -> torch.Tensor:
+            v = params.view(shape)
+            return torch.cat([v, v.flip(3)], dim=0) if flip else v
+
+        def logits_fn(params: torch.Tensor) -> torch.Tensor:
+            v = unpack(params)
+            img = image + v if on_image else image
+            maps = net.encode_clicks(img, points, prev_mask)
+            if not on_image:  # the click maps are the last two channels
+                maps = torch.cat([maps[:, :-2], maps[:, -2:] + v], dim=1)
+            return self._upsample(net.logits_from_maps(img, maps), size)
+
+        def reg_fn(params: torch.Tensor) -> torch.Tensor:
+            return self.reg_weight * unpack(params).square().sum()
+
+        n = int(np.prod(shape))
+        if prev_opt is None or changed or prev_opt.size != n:
+            x0 = np.zeros(n, dtype=np.float32)
+        else:
+            x0 = prev_opt
+        best, x = self._optimise(logits_fn, reg_fn, lists, size, x0)
+        if best is None:
+            with torch.no_grad():
+                best = logits_fn(torch.from_numpy(np.asarray(x, np.float32)).to(self.device))
+        return best, x

@@ -1,0 +1,162 @@
+"""Geometric views of the image the network sees: ZoomIn crops and the longest-side limit.
+
+A *view* is a region of interest ``(rmin, rmax, cmin, cmax)`` (inclusive pixel bounds in
+the full image) resized to ``(h, w)``. Clicks map into a view and probabilities map back
+to the full image; outside the view the probability is 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from napari_fbrs.core.clicks import Click
+
+__all__ = ["ZoomIn", "Roi", "bbox_iou", "object_roi", "view_size", "clicks_to_view"]
+
+Roi = tuple[int, int, int, int]  # rmin, rmax, cmin, cmax (inclusive)
+
+
+@dataclass(frozen=True)
+class ZoomIn:
+    """Settings of the ZoomIn transform (f-BRS paper, section 4.3).
+
+    After ``skip_clicks`` clicks, the network sees a crop around the current object
+    (its bounding box with the positive clicks, expanded by ``expansion_ratio`` and at
+    least ``min_crop_size`` pixels), resized so its longer side is ``target_size``. The crop
+    is kept while every positive click lies inside it and the new object box overlaps it
+    with IoU >= ``recompute_iou``.
+
+    Parameters
+    ----------
+    target_size : int
+        Longer side of the resized crop, in pixels.
+    skip_clicks : int
+        Number of first clicks predicted on the whole image.
+    expansion_ratio : float
+        Box expansion around the object.
+    min_crop_size : int
+        Smallest crop side, in image pixels.
+    recompute_iou : float
+        Recompute the crop when the object box overlaps the current crop less than this.
+    prob_thresh : float
+        Threshold that defines the current object for the crop.
+    """
+
+    target_size: int = 400
+    skip_clicks: int = 1
+    expansion_ratio: float = 1.4
+    min_crop_size: int = 200
+    recompute_iou: float = 0.5
+    prob_thresh: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.target_size < 8:
+            raise ValueError(f"ZoomIn target_size must be >= 8, got {self.target_size}")
+        if self.expansion_ratio < 1:
+            raise ValueError(f"ZoomIn expansion_ratio must be >= 1, got {self.expansion_ratio}")
+
+    def next_roi(
+        self, roi: Roi | None, clicks: Sequence[Click], prev_prob: np.ndarray | None
+    ) -> tuple[Roi | None, bool]:
+        """The crop for the next prediction.
+
+        Parameters
+        ----------
+        roi : Roi or None
+            The crop used so far (``None``: whole image).
+        clicks : sequence of Click
+            All clicks, full-image coordinates.
+        prev_prob : numpy.ndarray or None
+            ``(H, W)`` previous probability map.
+
+        Returns
+        -------
+        (roi, changed)
+            The crop to use (``None``: whole image) and whether it differs from ``roi``.
+        """
+        if len(clicks) <= self.skip_clicks:
+            return roi, False
+        current = None
+        if prev_prob is not None:
+            mask = prev_prob > self.prob_thresh
+            if mask.any():
+                current = object_roi(mask, clicks, self.expansion_ratio, self.min_crop_size)
+        if current is None:
+            return None, roi is not None
+        if (
+            roi is None
+            or not _positive_clicks_inside(roi, clicks)
+            or bbox_iou(current, roi) < self.recompute_iou
+        ):
+            return current, True
+        return roi, False
+
+
+def _positive_clicks_inside(roi: Roi, clicks: Sequence[Click]) -> bool:
+    for c in clicks:
+        if c.positive and not (roi[0] <= c.y < roi[1] and roi[2] <= c.x < roi[3]):
+            return False
+    return True
+
+
+def object_roi(
+    mask: np.ndarray, clicks: Sequence[Click], expansion_ratio: float, min_crop_size: int
+) -> Roi:
+    """Expanded bounding box of ``mask`` (``(H, W)`` bool) plus the positive clicks."""
+    h, w = mask.shape
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    rmin, rmax, cmin, cmax = rows[0], rows[-1], cols[0], cols[-1]
+    for c in clicks:
+        if c.positive:
+            y, x = int(c.y), int(c.x)
+            rmin, rmax, cmin, cmax = min(rmin, y), max(rmax, y), min(cmin, x), max(cmax, x)
+    rc, cc = 0.5 * (rmin + rmax), 0.5 * (cmin + cmax)
+    height = max(expansion_ratio * (rmax - rmin + 1), min_crop_size)
+    width = max(expansion_ratio * (cmax - cmin + 1), min_crop_size)
+    box = (
+        int(round(rc - 0.5 * height)),
+        int(round(rc + 0.5 * height)),
+        int(round(cc - 0.5 * width)),
+        int(round(cc + 0.5 * width)),
+    )
+    return (max(0, box[0]), min(h - 1, box[1]), max(0, box[2]), min(w - 1, box[3]))
+
+
+def _segment_iou(a0: int, a1: int, b0: int, b1: int) -> float:
+    inter = max(0, min(a1, b1) - max(a0, b0) + 1)
+    union = max(1e-6, max(a1, b1) - min(a0, b0) + 1)
+    return inter / union
+
+
+def bbox_iou(a: Roi, b: Roi) -> float:
+    """IoU of two inclusive boxes, computed as the product of the per-axis IoUs."""
+    return _segment_iou(a[0], a[1], b[0], b[1]) * _segment_iou(a[2], a[3], b[2], b[3])
+
+
+def view_size(roi: Roi, zoomed: bool, target_size: int | None, max_size: int | None
+              ) -> tuple[int, int]:
+    """Size ``(h, w)`` the network sees for ``roi``.
+
+    A ZoomIn crop is resized so that its longer side is ``target_size``; any view whose
+    longer side exceeds ``max_size`` is shrunk to it.
+    """
+    h, w = roi[1] - roi[0] + 1, roi[3] - roi[2] + 1
+    if zoomed and target_size is not None:
+        scale = target_size / max(h, w)
+        h, w = int(round(h * scale)), int(round(w * scale))
+    if max_size is not None and max(h, w) > max_size:
+        scale = max_size / max(h, w)
+        h, w = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    return h, w
+
+
+def clicks_to_view(clicks: Sequence[Click], roi: Roi, size: tuple[int, int]) -> list[Click]:
+    """Map full-image clicks into a view of ``roi`` resized to ``size``."""
+    rmin, rmax, cmin, cmax = roi
+    sh = size[0] / (rmax - rmin + 1)
+    sw = size[1] / (cmax - cmin + 1)
+    return [Click((c.y - rmin) * sh, (c.x - cmin) * sw, c.positive) for c in clicks]

@@ -1,0 +1,178 @@
+"""Predictor behaviour on a tiny network: API, validation, undo/redo, modes, views."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import napari_fbrs as nf
+from napari_fbrs.core.transforms import bbox_iou, clicks_to_view, object_roi, view_size
+
+
+@pytest.fixture(scope="module")
+def net():
+    return nf.build_model("tiny_test")
+
+
+@pytest.fixture()
+def image():
+    rng = np.random.default_rng(0)
+    img = (rng.random((60, 80, 3)) * 50).astype(np.uint8)
+    img[20:40, 30:55] += 150
+    return img
+
+
+@pytest.mark.parametrize("mode", ["NoBRS", "RGB-BRS", "DistMap-BRS", "f-BRS-A", "f-BRS-B",
+                                  "f-BRS-C"])
+def test_every_mode_returns_probability_map(net, image, mode):
+    p = nf.Predictor(net, mode=mode, device="cpu", lbfgs_maxfun=3)
+    p.set_image(image)
+    for y, x, pos in [(30, 40, True), (5, 5, False), (35, 50, True)]:
+        prob = p.add_click(y, x, positive=pos)
+        assert prob.shape == (60, 80) and prob.dtype == np.float32
+        assert np.all((prob >= 0) & (prob <= 1))
+    assert p.mask.dtype == bool and p.mask.shape == (60, 80)
+    assert [c.positive for c in p.clicks] == [True, False, True]
+
+
+def test_unknown_mode_and_bad_settings_are_refused(net):
+    with pytest.raises(ValueError, match="unknown mode 'f-BRS-D'"):
+        nf.Predictor(net, mode="f-BRS-D")
+    with pytest.raises(ValueError, match="prob_thresh"):
+        nf.Predictor(net, prob_thresh=1.5)
+    with pytest.raises(TypeError, match="InteractiveNet"):
+        nf.Predictor(object())
+
+
+def test_click_outside_image_changes_nothing(net, image):
+    p = nf.Predictor(net, mode="NoBRS", device="cpu")
+    p.set_image(image)
+    p.add_click(30, 40)
+    before = p.prob.copy()
+    with pytest.raises(ValueError, match=r"outside the image of shape \(60, 80\)"):
+        p.add_click(60, 10)
+    with pytest.raises(ValueError, match="outside"):
+        p.add_click(-1, 10)
+    with pytest.raises(ValueError, match="finite"):
+        p.add_click(float("nan"), 10)
+    assert len(p.clicks) == 1
+    np.testing.assert_array_equal(p.prob, before)
+
+
+def test_click_on_last_pixel_edge_is_accepted(net, image):
+    p = nf.Predictor(net, mode="NoBRS", device="cpu")
+    p.set_image(image)
+    p.add_click(59.4, 79.4)
+    assert p.clicks[0].y == 59.0 and p.clicks[0].x == 79.0
+
+
+def test_no_image_is_a_clear_error(net):
+    p = nf.Predictor(net, mode="NoBRS", device="cpu")
+    with pytest.raises(RuntimeError, match="set_image"):
+        p.add_click(1, 1)
+
+
+def test_undo_redo_restore_full_state(net, image):
+    p = nf.Predictor(net, mode="f-BRS-B", device="cpu", lbfgs_maxfun=5)
+    p.set_image(image)
+    a = p.add_click(30, 40)
+    b = p.add_click(5, 70, positive=False)
+    c = p.add_click(22, 33)
+    np.testing.assert_array_equal(p.undo(), b)
+    np.testing.assert_array_equal(p.undo(), a)
+    np.testing.assert_array_equal(p.redo(), b)
+    assert p.can_redo
+    c_again = p.add_click(22, 33)  # same click from the same state: same result
+    np.testing.assert_allclose(c_again, c, atol=1e-6)
+    assert not p.can_redo
+    p.undo(), p.undo(), p.undo()
+    assert not p.can_undo and p.clicks == []
+    assert not p.prob.any()
+
+
+def test_reset_keeps_image(net, image):
+    p = nf.Predictor(net, mode="NoBRS", device="cpu")
+    p.set_image(image)
+    p.add_click(30, 40)
+    p.reset()
+    assert p.clicks == [] and p.image_shape == (60, 80)
+
+
+def test_prob_thresh_rethresholds_without_recompute(net, image):
+    p = nf.Predictor(net, mode="NoBRS", device="cpu")
+    p.set_image(image)
+    prob = p.add_click(30, 40)
+    p.prob_thresh = float(np.median(prob))
+    assert p.mask.sum() == (prob >= p.prob_thresh).sum()
+
+
+@pytest.mark.parametrize(
+    "image_in",
+    [np.zeros((30, 40), np.uint16), np.ones((30, 40, 4), np.float64), np.full((30, 40), 7, np.int32)],
+)
+def test_image_dtypes_and_layouts(net, image_in):
+    p = nf.Predictor(net, mode="NoBRS", device="cpu")
+    p.set_image(image_in)
+    assert p.add_click(10, 10).shape == (30, 40)
+
+
+def test_bad_image_layouts_are_explained(net):
+    p = nf.Predictor(net, mode="NoBRS", device="cpu")
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) RGB"):
+        p.set_image(np.zeros((4, 5, 6, 7)))
+    with pytest.raises(ValueError, match="empty"):
+        p.set_image(np.zeros((0, 5)))
+
+
+def test_max_size_limits_what_the_network_sees(net):
+    seen = []
+    orig = net.logits_from_maps
+
+    def spy(image, maps):
+        seen.append(tuple(image.shape[2:]))
+        return orig(image, maps)
+
+    net.logits_from_maps = spy
+    try:
+        p = nf.Predictor(net, mode="NoBRS", device="cpu", zoom_in=None, max_size=32)
+        p.set_image(np.zeros((64, 128), np.uint8))
+        prob = p.add_click(10, 100)
+    finally:
+        del net.logits_from_maps
+    assert seen == [(16, 32)]
+    assert prob.shape == (64, 128)
+
+
+def test_zoom_in_crops_around_the_object(net):
+    zoom = nf.ZoomIn(target_size=64, skip_clicks=1, min_crop_size=20)
+    prob = np.zeros((200, 300), np.float32)
+    prob[50:70, 100:140] = 0.9
+    roi, changed = zoom.next_roi(None, [nf.Click(60, 120, True)] * 2, prob)
+    assert changed and roi[0] <= 50 and roi[1] >= 69 and roi[2] <= 100 and roi[3] >= 139
+    # the same object next time keeps the crop
+    roi2, changed2 = zoom.next_roi(roi, [nf.Click(60, 120, True)] * 3, prob)
+    assert roi2 == roi and not changed2
+    # a positive click outside the crop forces a new one
+    roi3, changed3 = zoom.next_roi(roi, [nf.Click(190, 290, True)] * 3, prob)
+    assert changed3 and roi3[1] == 199 and roi3[3] == 299
+
+
+def test_view_helpers():
+    assert view_size((0, 99, 0, 199), True, 400, None) == (200, 400)
+    assert view_size((0, 99, 0, 199), False, 400, 100) == (50, 100)
+    (c,) = clicks_to_view([nf.Click(10, 20, True)], (10, 29, 20, 59), (40, 80))
+    assert (c.y, c.x) == (0.0, 0.0)
+    assert bbox_iou((0, 9, 0, 9), (0, 9, 0, 9)) == 1.0
+    assert bbox_iou((0, 9, 0, 9), (20, 29, 20, 29)) == 0.0
+    m = np.zeros((100, 100), bool)
+    m[40:60, 40:60] = True
+    assert object_roi(m, [], 1.0, 10) == (40, 60, 40, 60)
+
+
+def test_cancel_callback_stops_optimisation(net, image):
+    p = nf.Predictor(net, mode="f-BRS-B", device="cpu", lbfgs_maxfun=20)
+    p.set_image(image)
+    p.add_click(30, 40)
+    p.set_cancel_callback(lambda: True)
+    prob = p.add_click(5, 5, positive=False)
+    assert p.last_evaluations == 0 and prob.shape == (60, 80)
