@@ -87,14 +87,26 @@ class DilatedResNet(nn.Module):
         # stage's dilation (1 for dilation 2) and ends with the full one.
         first_dilation = 1 if dilation in (1, 2) else dilation // 2
         blocks_list = [
-            block(self.inplanes, planes, stride, dilation=first_dilation, downsample=downsample,
-                  previous_dilation=dilation, norm_layer=norm_layer)
+            block(
+                self.inplanes,
+                planes,
+                stride,
+                dilation=first_dilation,
+                downsample=downsample,
+                previous_dilation=dilation,
+                norm_layer=norm_layer,
+            )
         ]
         self.inplanes = out_planes
         for _ in range(1, blocks):
             blocks_list.append(
-                block(self.inplanes, planes, dilation=dilation, previous_dilation=dilation,
-                      norm_layer=norm_layer)
+                block(
+                    self.inplanes,
+                    planes,
+                    dilation=dilation,
+                    previous_dilation=dilation,
+                    norm_layer=norm_layer,
+                )
             )
         return nn.Sequential(*blocks_list)
 

@@ -1,0 +1,171 @@
+"""Carrying an object from one slice of a stack to its neighbours.
+
+From a finished mask on slice ``z``, each next slice is segmented by the predictor with
+clicks derived from the previous slice's mask: a positive click at its most interior
+point and negative clicks on a ring around it, so BRS pulls the prediction towards an
+object of about the same place and size. Propagation in one direction stops when the
+object vanishes, when it changes too much (IoU with the previous slice below
+``stop_iou``), at a slice the caller marks as a stop, or at the end of the stack.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Collection
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from napari_fbrs.core.clicks import Click
+
+__all__ = ["propagate", "clicks_from_mask"]
+
+
+def clicks_from_mask(mask: np.ndarray, n_negative: int = 4) -> list[Click]:
+    """Clicks that describe ``mask`` to the predictor of a neighbouring slice.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        ``(H, W)`` bool, not empty.
+    n_negative : int
+        Negative clicks placed around the object (0 for none).
+
+    Returns
+    -------
+    list of Click
+        First the positive click at the pixel farthest from the mask's border, then up to
+        ``n_negative`` negative clicks at a margin outside the object (left, right, top,
+        bottom of its centre), skipping those that fall off the image.
+    """
+    h, w = mask.shape
+    dist = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    clicks = [Click(float(y), float(x), True)]
+    if n_negative <= 0:
+        return clicks
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    radius = max(float(dist.max()), 1.0)
+    margin = max(2.0, 0.5 * radius)
+    cy, cx = 0.5 * (rows[0] + rows[-1]), 0.5 * (cols[0] + cols[-1])
+    candidates = [
+        (cy, cols[0] - margin), (cy, cols[-1] + margin),
+        (rows[0] - margin, cx), (rows[-1] + margin, cx),
+    ]
+    for ny, nx in candidates[:n_negative]:
+        iy, ix = int(round(ny)), int(round(nx))
+        if 0 <= iy < h and 0 <= ix < w and not mask[iy, ix]:
+            clicks.append(Click(float(iy), float(ix), False))
+    return clicks
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def propagate(
+    predictor,
+    volume: np.ndarray,
+    z: int,
+    mask: np.ndarray,
+    axis: int = 0,
+    direction: int = 0,
+    stop_iou: float = 0.5,
+    *,
+    stop_slices: Collection[int] = (),
+    min_area_ratio: float = 0.05,
+    n_negative: int = 4,
+    contrast_limits: tuple[float, float] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """Segment an object through a stack from one finished slice.
+
+    Parameters
+    ----------
+    predictor : Predictor
+        Any configured predictor; its image is replaced slice by slice (its clicks and
+        history are lost).
+    volume : numpy.ndarray
+        The stack; ``axis`` is the one to walk along. After removing that axis, each slice
+        is ``(H, W)`` or ``(H, W, 3|4)``. Lazy arrays (dask, zarr) are read one slice at a
+        time.
+    z : int
+        Index of the slice where ``mask`` was made.
+    mask : numpy.ndarray
+        ``(H, W)`` bool, the finished object on slice ``z``.
+    axis : int
+        Axis of ``volume`` to propagate along (z or t).
+    direction : int
+        ``0`` both ways, ``+1`` towards higher indices only, ``-1`` lower only.
+    stop_iou : float
+        Stop when the IoU between consecutive slices' masks drops below this.
+    stop_slices : collection of int
+        Slices that are not entered (e.g. where the user placed a "stop" click).
+    min_area_ratio : float
+        Stop when the mask is smaller than this fraction of the previous slice's.
+    contrast_limits : (low, high), optional
+        Intensity window for every slice (napari's contrast limits); default: per-slice
+        robust percentiles.
+    progress : callable, optional
+        ``progress(done, total)`` after each slice, total = slices that could be visited.
+    cancel : callable, optional
+        ``cancel() -> bool``; checked before each slice; returns what was done so far.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool, the shape of ``volume`` without a trailing RGB(A) axis, with the object on
+        every slice reached (and ``mask`` on slice ``z``).
+    """
+    if direction not in (-1, 0, 1):
+        raise ValueError(f"direction must be -1, 0 or +1, got {direction}")
+    axis = axis % volume.ndim
+    n = volume.shape[axis]
+    if not 0 <= z < n:
+        raise ValueError(f"slice {z} is outside the stack of {n} slices along axis {axis}")
+    mask = np.asarray(mask, dtype=bool)
+    slice_shape = tuple(s for i, s in enumerate(volume.shape) if i != axis)
+    spatial = slice_shape[:2] if len(slice_shape) == 3 and slice_shape[2] in (3, 4) else (
+        slice_shape)
+    if mask.shape != tuple(spatial):
+        raise ValueError(f"mask shape {mask.shape} does not match a slice {tuple(spatial)}")
+    if not mask.any():
+        raise ValueError("the mask on the start slice is empty: nothing to propagate")
+    out_shape = list(volume.shape)
+    if len(slice_shape) == 3:  # drop the RGB(A) axis
+        out_shape = out_shape[:-1]
+    result = np.zeros(out_shape, dtype=bool)
+
+    def put(k: int, m: np.ndarray) -> None:
+        index = [slice(None)] * result.ndim
+        index[axis] = k
+        result[tuple(index)] = m
+
+    def get_slice(k: int) -> np.ndarray:
+        return np.asarray(np.take(volume, k, axis=axis))
+
+    put(z, mask)
+    steps = (1, -1) if direction == 0 else (direction,)
+    total = sum((n - 1 - z) if d > 0 else z for d in steps)
+    done = 0
+    for d in steps:
+        prev = mask
+        k = z + d
+        while 0 <= k < n and k not in stop_slices:
+            if cancel is not None and cancel():
+                return result
+            predictor.set_image(get_slice(k), contrast_limits=contrast_limits)
+            for click in clicks_from_mask(prev, n_negative):
+                predictor.add_click(click.y, click.x, click.positive)
+            current = predictor.mask.copy()
+            done += 1
+            if progress is not None:
+                progress(done, total)
+            if current.sum() < min_area_ratio * prev.sum() or _iou(current, prev) < stop_iou:
+                break
+            put(k, current)
+            prev = current
+            k += d
+    return result
