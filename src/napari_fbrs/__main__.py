@@ -1,7 +1,8 @@
-"""``python -m napari_fbrs`` runs the command line."""
+"""``python -m napari_fbrs`` runs the ``napari-fbrs`` command line."""
 
 import sys
 
 from napari_fbrs.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

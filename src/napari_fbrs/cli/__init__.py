@@ -23,10 +23,30 @@ SUBCOMMANDS = {
 
 
 class UserError(Exception):
-    """A mistake in the command line or its inputs; printed as one line, exit code 2."""
+    """A mistake in the command line or its inputs; printed as one line, exit code 2.
+
+    Raise it with a message that says what is wrong and, where it helps, what to do
+    instead. :func:`main` prints it without a traceback.
+    """
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its line breaks and runs of blanks collapsed to single spaces."""
+    return " ".join(text.split())
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Build the ``napari-fbrs`` argument parser with every subcommand registered.
+
+    Subcommand modules are imported here but import neither torch nor Qt at module level,
+    so ``napari-fbrs --help`` stays fast. A subcommand whose module is missing from this
+    installation is still listed, and says that it is not available yet when run.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser; each subcommand sets ``func`` (its ``run(args)``) on the namespace.
+    """
     from napari_fbrs._version import __version__
 
     parser = argparse.ArgumentParser(
@@ -50,17 +70,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``napari-fbrs`` console script; returns the exit code."""
+    """Entry point of the ``napari-fbrs`` console script.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name; ``None`` reads ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit code: 0 on success, 2 for a user error (printed as one line on stderr,
+        no traceback), 130 when interrupted. Command-line syntax errors found by argparse
+        exit with code 2 through ``SystemExit``, as argparse does.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_unavailable", None):
-        print(f"napari-fbrs: '{args._unavailable}' is not available yet in this version",
-              file=sys.stderr)
+        print(
+            f"napari-fbrs {args._unavailable}: error: this subcommand is not available yet "
+            "in this version",
+            file=sys.stderr,
+        )
         return 2
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"napari-fbrs {args.command}: error: {exc}", file=sys.stderr)
+        print(f"napari-fbrs {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,0 +1,350 @@
+"""``napari-fbrs segment``: clicks in, mask file out, and every user error as one line.
+
+The tests use a checkpoint of the tiny test network made here (registry name ``tiny_test``),
+so they do not depend on the bundled ``fbrs-lite`` weights; one test runs the bundled model
+when its file is present.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from napari_fbrs.cli import UserError, main
+from napari_fbrs.cli.segment import parse_click
+
+PHOTO_SHAPE = (300, 450)
+CUP = (110, 215)  # on the coffee cup of the sample photo
+SAUCER = (245, 110)  # on the saucer
+THRESHOLD = 0.49  # segment's default --thresh
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A ``tiny_test`` checkpoint whose masks cover part of the sample photo, not all of it.
+
+    The untrained tiny net predicts about the same probability everywhere; shifting its
+    output bias so that the median probability lands on the mask threshold puts about half
+    of the pixels on each side of it, so the masks depend on the image and the clicks.
+    """
+    import torch
+
+    import napari_fbrs as nf
+    from napari_fbrs._sample_data import load_sample
+    from napari_fbrs.core.testing import TinyNet
+
+    net = TinyNet(seed=0)
+    predictor = nf.Predictor(net, mode="NoBRS", device="cpu")
+    predictor.set_image(load_sample("photo"))
+    median = float(np.median(predictor.add_click(*CUP)))
+    with torch.no_grad():
+        net.out.bias -= _logit(median) - _logit(THRESHOLD)
+    path = tmp_path_factory.mktemp("models") / "tiny.pt"
+    torch.save({"arch": "tiny_test", "state_dict": net.state_dict()}, path)
+    return path
+
+
+def _segment(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["segment", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_user_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("napari-fbrs segment: error: ")
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def _api_mask(checkpoint: Path, image: np.ndarray, clicks, mode: str) -> np.ndarray:
+    """The mask that the Python API gives for the same model, settings and clicks."""
+    import napari_fbrs as nf
+
+    net = nf.load_model(checkpoint, device="cpu")
+    predictor = nf.Predictor(
+        net, mode=mode, device="cpu", with_flip=True, zoom_in=nf.ZoomIn(target_size=400)
+    )
+    predictor.set_image(image)
+    for y, x, positive in clicks:
+        predictor.add_click(y, x, positive=positive)
+    return predictor.mask
+
+
+# ----------------------------------------------------------------------------- click syntax
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("120,200", (120.0, 200.0, True)),
+        ("+120,200", (120.0, 200.0, True)),
+        ("-120,200", (120.0, 200.0, False)),
+        (" 12.5 , 7 ", (12.5, 7.0, True)),
+        ("-0,0", (0.0, 0.0, False)),
+    ],
+)
+def test_parse_click_reads_row_column_and_sign(text, expected):
+    assert parse_click(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "12", "1;2", "1,2,3", "x,y", "-1,-2", "1e3,2", "--1,2"])
+def test_parse_click_rejects_anything_else(text):
+    with pytest.raises(UserError, match="bad click"):
+        parse_click(text)
+
+
+# ----------------------------------------------------------------------------- segmenting
+
+
+def test_segment_writes_the_api_mask_and_reports_what_it_did(tiny_checkpoint, tmp_path, capsys):
+    from napari_fbrs._sample_data import load_sample
+
+    out = tmp_path / "mask.tif"
+    code, stdout, err = _segment(
+        capsys, "sample:photo", "--click", "110,215", "--click", "-245,110", "--mode", "NoBRS",
+        "--model", str(tiny_checkpoint), "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    mask = tifffile.imread(out)
+    assert mask.shape == PHOTO_SHAPE and mask.dtype == np.uint8
+    assert set(np.unique(mask)) <= {0, 255}
+    assert 0 < (mask > 0).mean() < 1
+
+    clicks = [(*CUP, True), (*SAUCER, False)]
+    expected = _api_mask(tiny_checkpoint, load_sample("photo"), clicks, "NoBRS")
+    np.testing.assert_array_equal(mask > 0, expected)
+
+    lines = stdout.splitlines()
+    assert lines[0] == "image: sample:photo (300x450 RGB uint8)"
+    assert lines[1].startswith("model: ") and "(tiny_test)" in lines[1]
+    assert lines[2] == "mode: NoBRS (flip on, zoom-in on, threshold 0.49)"
+    assert lines[3].startswith("click 1: positive at (y=110, x=215) in ")
+    assert lines[4].startswith("click 2: negative at (y=245, x=110) in ")
+    area = int((mask > 0).sum())
+    assert f"mask {area} px" in lines[4]
+    assert lines[5].startswith("time per click: ") and lines[5].endswith(" over 2 clicks")
+    assert lines[6] == f"wrote {out} (300x450 uint8, 255 = object)"
+
+
+def test_default_mode_and_negative_clicks_with_or_without_equals(tiny_checkpoint, tmp_path, capsys):
+    masks = []
+    for i, click_args in enumerate([["--click", "-245,110"], ["--click=-245,110"]]):
+        out = tmp_path / f"mask{i}.png"
+        code, stdout, err = _segment(
+            capsys, "sample:photo", "--click", "110,215", *click_args,
+            "--model", str(tiny_checkpoint), "--out", str(out),
+        )  # fmt: skip
+        assert code == 0, err
+        assert "mode: f-BRS-B (flip on, zoom-in on, threshold 0.49)" in stdout
+        assert "click 2: negative at (y=245, x=110)" in stdout
+        masks.append(np.asarray(Image.open(out)))
+    np.testing.assert_array_equal(masks[0], masks[1])
+    assert masks[0].dtype == np.uint8 and masks[0].shape == PHOTO_SHAPE
+
+
+def test_gt_reports_the_iou(tiny_checkpoint, tmp_path, capsys):
+    first = tmp_path / "first.tif"
+    common = ["sample:photo", "--click", "110,215", "--mode", "NoBRS"]
+    common += ["--model", str(tiny_checkpoint)]
+    assert _segment(capsys, *common, "--out", str(first))[0] == 0
+    inverse = tmp_path / "inverse.png"
+    Image.fromarray(np.where(tifffile.imread(first) > 0, 0, 255).astype(np.uint8)).save(inverse)
+
+    code, stdout, _ = _segment(
+        capsys, *common, "--out", str(tmp_path / "b.tif"), "--gt", str(first)
+    )
+    assert code == 0
+    assert stdout.splitlines()[-1] == f"IoU with {first}: 1.0000"
+    code, stdout, _ = _segment(
+        capsys, *common, "--out", str(tmp_path / "c.tif"), "--gt", str(inverse)
+    )
+    assert code == 0
+    assert stdout.splitlines()[-1] == f"IoU with {inverse}: 0.0000"
+
+
+def test_grey_16_bit_sample_mode_in_any_case_and_new_output_folder(
+    tiny_checkpoint, tmp_path, capsys
+):
+    out = tmp_path / "new" / "folder" / "nuclei.tif"
+    code, stdout, err = _segment(
+        capsys, "sample:nuclei", "--click", "100,100", "--mode", "nobrs", "--no-flip",
+        "--no-zoom-in", "--model", str(tiny_checkpoint), "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert stdout.splitlines()[0] == "image: sample:nuclei (256x256 gray uint16)"
+    assert "mode: NoBRS (flip off, zoom-in off, threshold 0.49)" in stdout
+    assert tifffile.imread(out).shape == (256, 256)
+
+
+def test_an_image_file_is_read(tiny_checkpoint, tmp_path, capsys):
+    image = tmp_path / "rgb.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), np.uint8)).save(image)
+    out = tmp_path / "m.tif"
+    code, stdout, err = _segment(
+        capsys, str(image), "--click", "20,30", "--mode", "NoBRS",
+        "--model", str(tiny_checkpoint), "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert stdout.splitlines()[0] == f"image: {image} (40x60 RGB uint8)"
+    assert tifffile.imread(out).shape == (40, 60)
+
+
+# ----------------------------------------------------------------------------- user errors
+
+
+@pytest.fixture
+def no_downloads(tmp_path, monkeypatch):
+    """An empty model cache, and a download that fails the test if it is attempted."""
+    from napari_fbrs.core import zoo
+
+    monkeypatch.setenv("NAPARI_FBRS_CACHE", str(tmp_path / "cache"))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("segment tried to download a checkpoint")
+
+    monkeypatch.setattr(zoo, "download_checkpoint", refuse)
+
+
+def test_no_click(tmp_path, capsys):
+    code, _, err = _segment(capsys, "sample:photo", "--out", str(tmp_path / "m.tif"))
+    _assert_user_error(code, err, "at least one click", "--click Y,X")
+
+
+def test_click_outside_the_image(tmp_path, capsys):
+    out = str(tmp_path / "m.tif")
+    code, _, err = _segment(capsys, "sample:photo", "--click", "300,10", "--out", out)
+    _assert_user_error(code, err, "(300, 10) is outside the image", "rows 0..299")
+
+
+@pytest.mark.parametrize("name", ["mask.jpg", "mask"])
+def test_output_must_be_tiff_or_png(tmp_path, capsys, name):
+    code, _, err = _segment(capsys, "sample:photo", "--click", "1,1", "--out", str(tmp_path / name))
+    _assert_user_error(code, err, "--out must end in .tif, .tiff or .png")
+
+
+def test_output_that_is_a_folder(tmp_path, capsys):
+    folder = tmp_path / "masks.tif"
+    folder.mkdir()
+    code, _, err = _segment(capsys, "sample:photo", "--click", "1,1", "--out", str(folder))
+    _assert_user_error(code, err, "is a folder")
+
+
+def test_a_stack_is_refused_with_a_pointer_to_the_widget(tmp_path, capsys):
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.zeros((5, 20, 30), np.uint16))
+    code, _, err = _segment(capsys, str(stack), "--click", "1,1", "--out", str(tmp_path / "m.tif"))
+    _assert_user_error(code, err, "(5, 20, 30)", "one 2D image", "napari widget")
+
+
+def test_an_unreadable_image(tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    code, _, err = _segment(capsys, str(bad), "--click", "1,1", "--out", str(tmp_path / "m.tif"))
+    _assert_user_error(code, err, "cannot read image", "broken.png")
+
+
+def test_gt_of_another_size(tmp_path, capsys):
+    gt = tmp_path / "gt.png"
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(gt)
+    code, _, err = _segment(
+        capsys, "sample:photo", "--click", "1,1", "--gt", str(gt), "--out", str(tmp_path / "m.tif")
+    )
+    _assert_user_error(code, err, "ground-truth mask is (10, 10)", "(300, 450)")
+
+
+def test_missing_gt(tmp_path, capsys):
+    code, _, err = _segment(
+        capsys,
+        "sample:photo",
+        "--click",
+        "1,1",
+        "--gt",
+        "nope.png",
+        "--out",
+        str(tmp_path / "m.tif"),
+    )
+    _assert_user_error(code, err, "ground-truth mask file not found", "nope.png")
+
+
+def test_bad_mode_is_reported_before_any_download(no_downloads, tmp_path, capsys):
+    code, _, err = _segment(
+        capsys, "sample:photo", "--click", "1,1", "--mode", "f-BRS-Z",
+        "--model", "hrnet18_ocr64_sbd", "--out", str(tmp_path / "m.tif"),
+    )  # fmt: skip
+    _assert_user_error(code, err, "unknown mode 'f-BRS-Z'", "f-BRS-B", "NoBRS")
+
+
+@pytest.mark.parametrize("thresh", ["0", "1", "1.5"])
+def test_threshold_outside_zero_one(no_downloads, tmp_path, capsys, thresh):
+    code, _, err = _segment(
+        capsys, "sample:photo", "--click", "1,1", "--thresh", thresh,
+        "--model", "hrnet18_ocr64_sbd", "--out", str(tmp_path / "m.tif"),
+    )  # fmt: skip
+    _assert_user_error(code, err, "--thresh")
+
+
+def test_unavailable_device_is_reported_before_any_download(no_downloads, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    code, _, err = _segment(
+        capsys, "sample:photo", "--click", "1,1", "--device", "cuda",
+        "--model", "hrnet18_ocr64_sbd", "--out", str(tmp_path / "m.tif"),
+    )  # fmt: skip
+    _assert_user_error(code, err, "cuda")
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"\x00" * 64)
+    code, _, err = _segment(
+        capsys, "sample:photo", "--click", "1,1", "--model", str(bad),
+        "--out", str(tmp_path / "m.tif"),
+    )  # fmt: skip
+    _assert_user_error(code, err, "broken.pt")
+    assert not (tmp_path / "m.tif").exists()
+
+
+def test_missing_bundled_model_is_reported_plainly(monkeypatch, tmp_path, capsys):
+    from napari_fbrs.core import zoo
+
+    monkeypatch.setattr(zoo, "bundled_weights_path", lambda filename: tmp_path / filename)
+    out = str(tmp_path / "m.tif")
+    code, _, err = _segment(capsys, "sample:photo", "--click", "1,1", "--out", out)
+    _assert_user_error(code, err, "fbrs-lite", "--model")
+    assert not (tmp_path / "m.tif").exists()
+
+
+# ----------------------------------------------------------------------------- bundled model
+
+
+def _bundled_weights() -> Path:
+    from napari_fbrs.core import zoo
+
+    return zoo.bundled_weights_path(zoo.CHECKPOINTS[zoo.DEFAULT_MODEL].filename)
+
+
+@pytest.mark.skipif(not _bundled_weights().is_file(), reason="the bundled weights are not here")
+def test_the_bundled_model_segments_the_cup_of_the_sample_photo(tmp_path, capsys):
+    out = tmp_path / "cup.tif"
+    code, stdout, err = _segment(
+        capsys, "sample:photo", "--click", "110,215", "--click", "-245,110", "--out", str(out)
+    )
+    assert code == 0, err
+    assert "model: fbrs-lite (fbrs_lite, " in stdout
+    mask = tifffile.imread(out) > 0
+    assert mask[CUP] and not mask[SAUCER]
+    assert 0.02 < mask.mean() < 0.6
