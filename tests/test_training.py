@@ -1,0 +1,195 @@
+"""Training of the bundled model: loss, simulated clicks, augmentation, loop, export, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from napari_fbrs.core.training.augment import augment
+from napari_fbrs.core.training.clicks_sim import IGNORE, error_click, initial_clicks
+from napari_fbrs.core.training.loss import normalized_focal_loss
+from napari_fbrs.core.training.synthetic import synthetic_sample
+
+
+def _square_target(size=48, lo=12, hi=36):
+    t = np.zeros((size, size), np.uint8)
+    t[lo:hi, lo:hi] = 1
+    return t
+
+
+# -- loss ----------------------------------------------------------------------------------
+def test_focal_loss_small_when_right_large_when_wrong():
+    target = torch.from_numpy(_square_target()).float().view(1, 1, 48, 48)
+    right = (target * 2 - 1) * 8
+    assert normalized_focal_loss(right, target) < 1e-3
+    assert normalized_focal_loss(-right, target) > 1.0
+
+
+def test_focal_loss_ignores_invalid_pixels():
+    target = torch.from_numpy(_square_target()).float().view(1, 1, 48, 48)
+    valid = torch.ones_like(target, dtype=torch.bool)
+    valid[..., :5, :] = False
+    logits = (target * 2 - 1) * 3
+    worse = logits.clone()
+    worse[..., :5, :] = 50.0  # confidently wrong, but only where ignored
+    a = normalized_focal_loss(logits, target, valid)
+    b = normalized_focal_loss(worse, target, valid)
+    torch.testing.assert_close(a, b)
+
+
+# -- simulated clicks ----------------------------------------------------------------------
+def test_initial_clicks_fall_on_the_right_side():
+    target = _square_target()
+    target[:, :4] = IGNORE
+    for seed in range(20):
+        clicks = initial_clicks(target, np.random.default_rng(seed))
+        assert clicks[0].positive
+        for c in clicks:
+            assert target[int(c.y), int(c.x)] == (1 if c.positive else 0)
+
+
+def test_initial_clicks_need_an_object():
+    with pytest.raises(ValueError, match="no object"):
+        initial_clicks(np.zeros((8, 8), np.uint8), np.random.default_rng(0))
+
+
+def test_error_click_polarity_and_perfect_prediction():
+    target = _square_target()
+    rng = np.random.default_rng(0)
+    missed = error_click(np.zeros_like(target, bool), target, rng)
+    assert missed.positive and target[int(missed.y), int(missed.x)] == 1
+    leak = target == 1
+    leak[:, 40:] = True
+    c = error_click(leak, target, rng)
+    assert not c.positive and c.x >= 40
+    assert error_click(target == 1, target, rng) is None
+    ignored = target.copy()
+    ignored[:, 40:] = IGNORE  # a leak onto ignored pixels is no error
+    assert error_click(leak, ignored, rng) is None
+
+
+def test_batched_error_clicks_match_the_exact_ones():
+    from napari_fbrs.core.training.loop import _append_clicks, error_clicks_torch
+
+    target = torch.from_numpy(np.stack([_square_target()] * 3))
+    pred = torch.zeros(3, 48, 48, dtype=torch.bool)
+    pred[1] = target[1] == 1
+    pred[1, :, 40:] = True  # leak on the right
+    pred[2] = target[2] == 1  # perfect
+    yx, positive, has_error = error_clicks_torch(pred, target, torch.Generator().manual_seed(0))
+    assert has_error.tolist() == [True, True, False]
+    assert positive[:2].tolist() == [True, False]
+    y0, x0 = yx[0].tolist()
+    assert 18 <= y0 <= 29 and 18 <= x0 <= 29  # deep inside the missed square
+    assert yx[1, 1] >= 40
+    pos = torch.full((3, 2, 2), -1.0)
+    neg = torch.full((3, 2, 2), -1.0)
+    pos[:, 0] = 1.0
+    _append_clicks(pos, neg, yx, positive, has_error)
+    assert pos[0, 1].tolist() == yx[0].tolist() and neg[1, 0].tolist() == yx[1].tolist()
+    assert (pos[2, 1] == -1).all() and (neg[2] == -1).all()
+
+
+# -- data ----------------------------------------------------------------------------------
+def test_augment_output_shapes_and_values():
+    rng = np.random.default_rng(3)
+    image = rng.random((90, 70, 3)).astype(np.float32)
+    target = np.zeros((90, 70), np.uint8)
+    target[30:60, 20:50] = 1
+    target[0:3] = IGNORE
+    for _ in range(10):
+        img, tgt = augment(image, target, 64, rng)
+        assert img.shape == (64, 64, 3) and img.dtype == np.float32
+        assert tgt.shape == (64, 64) and set(np.unique(tgt)) <= {0, 1, IGNORE}
+        assert 0.0 <= img.min() and img.max() <= 1.0
+        assert (tgt == 1).any()
+
+
+def test_synthetic_scenes_are_reproducible():
+    a = synthetic_sample(np.random.default_rng(5), (64, 80))
+    b = synthetic_sample(np.random.default_rng(5), (64, 80))
+    assert a[0].shape == (64, 80, 3) and a[1].shape == (64, 80) and a[1].any()
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_samples_do_not_depend_on_loader_order():
+    from napari_fbrs.core.training.data import TrainingData
+    from napari_fbrs.core.training.loop import _Samples
+
+    data = TrainingData([], synthetic=4, seed=1)
+    cfg = {"batch_size": 2, "crop": 48, "seed": 1}
+    late = _Samples(data, cfg)[5]
+    _Samples(data, cfg)[0]
+    again = _Samples(data, cfg)[5]
+    for x, y in zip(late, again, strict=True):
+        torch.testing.assert_close(x, y)
+    assert late[0].shape == (3, 48, 48) and late[2].shape == (3, 2)
+    assert late[2][0, 0] >= 0  # at least one positive click
+
+
+# -- loop, resume, export -------------------------------------------------------------------
+def test_train_resume_and_export(tmp_path):
+    from napari_fbrs.core.models.registry import load_model
+    from napari_fbrs.core.training import export, train
+    from napari_fbrs.core.training.checkpoint import read_checkpoint
+
+    out = tmp_path / "run"
+    seen = []
+    last = train(None, out, synthetic=3, steps=2, batch_size=2, crop=48, init="none",
+                 checkpoint_every=1, log_every=1, progress=seen.append)
+    assert last == out / "last.pt" and read_checkpoint(last)["step"] == 2
+    assert [p.step for p in seen] == [1, 2] and all(np.isfinite(p.loss) for p in seen)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2
+    train(None, out, steps=3, resume=True, checkpoint_every=1, log_every=1)
+    ckpt = read_checkpoint(out / "last.pt")
+    assert ckpt["step"] == 3 and ckpt["config"]["crop"] == 48  # recipe kept on resume
+    assert sorted(p.name for p in out.glob("step_*.pt"))[-1] == "step_0000003.pt"
+
+    shipped = export(out / "last.pt", tmp_path / "lite.pt")
+    obj = torch.load(shipped, weights_only=True)
+    assert obj["arch"] == "fbrs_lite"
+    assert all(v.dtype == torch.float16 for v in obj["state_dict"].values()
+               if v.is_floating_point())
+    net = load_model(shipped, device="cpu")
+    assert type(net).__name__ == "LiteNet" and not net.training
+
+
+def test_time_limit_stops_with_a_checkpoint(tmp_path):
+    from napari_fbrs.core.training import train
+    from napari_fbrs.core.training.checkpoint import read_checkpoint
+
+    train(None, tmp_path, synthetic=2, steps=50, batch_size=1, crop=40, init="none",
+          time_limit=1e-6, checkpoint_every=100)
+    assert read_checkpoint(tmp_path / "last.pt")["step"] == 1
+
+
+def test_resume_without_checkpoint_is_explained(tmp_path):
+    from napari_fbrs.core.training import train
+
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(None, tmp_path, resume=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give training data"),
+        (["--data", "/no/such/folder"], "does not exist"),
+        (["--synthetic", "2", "--crop", "8"], "at least 32"),
+        (["--resume"], "no checkpoint to continue"),
+    ],
+)
+def test_train_cli_user_errors(tmp_path, args, message):
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_fbrs", "train", "--out", str(tmp_path / "o"), *args],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
