@@ -1,0 +1,91 @@
+"""Clicks per nucleus and 3D IoU with propagation through a z-stack (issue 7's benchmark).
+
+For every nucleus of ``nuclei3d``: the simulated user of the NoC protocol clicks on the
+nucleus's middle slice (the middle of its z-extent) until IoU 0.9 or 20 clicks; the
+resulting mask is then propagated through the stack with :func:`napari_fbrs.propagate`;
+the 3D IoU with the nucleus's labels is measured. Writes JSON (``--out``).
+
+Usage: ``python benchmarks/stack_propagation.py --mode f-BRS-B --out stack.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path,
+                    default=Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
+                    / "microscopy")
+    ap.add_argument("--model", default="fbrs-lite")
+    ap.add_argument("--mode", default="f-BRS-B")
+    ap.add_argument("--target-iou", type=float, default=0.9)
+    ap.add_argument("--stop-iou", type=float, default=0.5)
+    ap.add_argument("--limit", type=int, default=None, help="first N nuclei only")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+
+    import tifffile
+    import torch
+
+    import napari_fbrs as nf
+    from napari_fbrs.core.evaluation.datasets import Sample
+    from napari_fbrs.core.evaluation.runner import evaluate_object
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    volume = tifffile.imread(args.data / "nuclei3d_image.tif")
+    labels = tifffile.imread(args.data / "nuclei3d_labels.tif")
+    lo, hi = np.percentile(volume, (0.5, 99.5))  # one window for the whole stack
+    net = nf.load_model(args.model, device="cpu")
+    predictor = nf.Predictor(net, mode=args.mode, device="cpu")
+    ids = [int(i) for i in np.unique(labels) if i != 0][: args.limit]
+    per_nucleus = []
+    t0 = time.perf_counter()
+    for obj in ids:
+        gt3d = labels == obj
+        zs = np.flatnonzero(gt3d.any(axis=(1, 2)))
+        z = int((zs[0] + zs[-1]) // 2)
+        sample = Sample(name=f"nucleus {obj}", image=volume[z], gt=gt3d[z], ignore=None)
+        predictor.set_image(volume[z], contrast_limits=(lo, hi))
+        result = evaluate_object(predictor, sample, max_clicks=20, target_iou=args.target_iou,
+                                 new_image=False)
+        clicks = next((i + 1 for i, v in enumerate(result.ious) if v >= args.target_iou),
+                      len(result.ious))
+        mask = predictor.mask.copy()
+        if mask.any():
+            seg = nf.propagate(predictor, volume, z, mask, stop_iou=args.stop_iou,
+                               contrast_limits=(lo, hi))
+        else:
+            seg = np.zeros_like(gt3d)
+        inter = np.logical_and(seg, gt3d).sum()
+        union = np.logical_or(seg, gt3d).sum()
+        per_nucleus.append({"id": obj, "z": z, "slices": int(len(zs)), "clicks": clicks,
+                            "iou2d": float(result.ious[clicks - 1]),
+                            "iou3d": float(inter / union) if union else 0.0})
+        print(per_nucleus[-1], flush=True)
+    report = {
+        "benchmark": "stack_propagation", "dataset": "nuclei3d", "model": args.model,
+        "mode": args.mode, "target_iou": args.target_iou, "stop_iou": args.stop_iou,
+        "nuclei": len(per_nucleus),
+        "mean_clicks": float(np.mean([r["clicks"] for r in per_nucleus])),
+        "mean_iou3d": float(np.mean([r["iou3d"] for r in per_nucleus])),
+        "seconds": time.perf_counter() - t0, "torch_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(), "per_nucleus": per_nucleus,
+    }
+    text = json.dumps(report, indent=1)
+    if args.out:
+        args.out.write_text(text)
+    print(json.dumps({k: v for k, v in report.items() if k != "per_nucleus"}))
+
+
+if __name__ == "__main__":
+    main()

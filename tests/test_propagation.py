@@ -1,0 +1,142 @@
+"""Propagation of an object through a stack (``napari_fbrs.propagate``) on synthetic stacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+import napari_fbrs as nf
+from napari_fbrs.core.propagation import clicks_from_mask
+
+
+class ComponentPredictor:
+    """Stand-in predictor: the bright connected component under the positive clicks.
+
+    Records the images and clicks it is given, so tests can check what propagation asks.
+    """
+
+    def __init__(self):
+        self.images, self.clicks, self.limits = [], [], []
+
+    def set_image(self, image, contrast_limits=None):
+        self.images.append(np.asarray(image))
+        self.limits.append(contrast_limits)
+        self.clicks.append([])
+        self._mask = np.zeros(image.shape[:2], bool)
+
+    def add_click(self, y, x, positive=True):
+        self.clicks[-1].append((y, x, positive))
+        image = self.images[-1]
+        grey = image.mean(axis=-1) if image.ndim == 3 else image
+        comps, _ = ndi.label(grey > 0.5 * grey.max() if grey.max() > 0 else grey > 0)
+        pos = [comps[int(cy), int(cx)] for cy, cx, p in self.clicks[-1] if p]
+        self._mask = np.isin(comps, [c for c in pos if c > 0])
+        return self._mask.astype(np.float32)
+
+    @property
+    def mask(self):
+        return self._mask
+
+
+def _ball_stack(n=11, size=40, radius=9, centre=5):
+    """A ball of bright pixels centred on slice ``centre``; other slices dark.
+
+    Consecutive slices overlap with IoU >= 0.39 (the smallest at the ball's poles), so the
+    tests use ``stop_iou=0.3`` where the whole ball must be reached.
+    """
+    zz, yy, xx = np.mgrid[:n, :size, :size]
+    r2 = (zz - centre) ** 2 * 4 + (yy - 20) ** 2 + (xx - 20) ** 2
+    return (r2 <= radius**2).astype(np.uint16) * 1000
+
+
+def test_propagates_both_ways_until_the_object_vanishes():
+    vol = _ball_stack()
+    gt = vol > 0
+    out = nf.propagate(ComponentPredictor(), vol, 5, gt[5], stop_iou=0.3)
+    assert out.shape == vol.shape and out.dtype == bool
+    np.testing.assert_array_equal(out, gt)
+
+
+@pytest.mark.parametrize(("direction", "slices"), [(1, range(5, 10)), (-1, range(1, 6))])
+def test_one_direction_only(direction, slices):
+    vol = _ball_stack()
+    out = nf.propagate(ComponentPredictor(), vol, 5, vol[5] > 0, direction=direction,
+                       stop_iou=0.3)
+    assert sorted(np.flatnonzero(out.any(axis=(1, 2)))) == list(slices)
+
+
+def test_stop_slices_and_stop_iou():
+    vol = _ball_stack()
+    out = nf.propagate(ComponentPredictor(), vol, 5, vol[5] > 0, stop_slices={7}, stop_iou=0.3)
+    assert list(np.flatnonzero(out.any(axis=(1, 2)))) == [1, 2, 3, 4, 5, 6]
+    # an object that jumps sideways between slices fails the IoU test and stops there
+    jumpy = _ball_stack()
+    jumpy[7] = np.roll(jumpy[7], 14, axis=1)
+    out = nf.propagate(ComponentPredictor(), jumpy, 5, jumpy[5] > 0, direction=1, stop_iou=0.5)
+    assert list(np.flatnonzero(out.any(axis=(1, 2)))) == [5, 6]
+
+
+def test_other_axis_rgb_slices_contrast_limits_progress_and_cancel():
+    vol = np.moveaxis(_ball_stack(), 0, 1)  # (y, z, x): walk along axis 1
+    rgb = np.repeat(vol[..., None], 3, axis=-1)
+    seen = []
+    pred = ComponentPredictor()
+    out = nf.propagate(pred, rgb, 5, rgb[:, 5, :, 0] > 0, axis=1,
+                       contrast_limits=(0, 1000), stop_iou=0.3, progress=lambda d, t: seen.append((d, t)))
+    assert out.shape == vol.shape
+    np.testing.assert_array_equal(out, vol > 0)
+    assert pred.images[0].shape == (40, 40, 3) and pred.limits[0] == (0, 1000)
+    assert seen[0] == (1, 10) and seen[-1][0] == len(pred.images)
+    calls = []
+    out = nf.propagate(ComponentPredictor(), vol, 5, vol[:, 5] > 0, axis=1,
+                       cancel=lambda: calls.append(1) or len(calls) > 2)
+    assert out.any(axis=(0, 2)).sum() == 3  # start slice plus the two before cancelling
+
+
+def test_lazy_volume_is_read_slice_by_slice():
+    da = pytest.importorskip("dask.array")
+    vol = _ball_stack()
+    lazy = da.from_array(vol, chunks=(1, 40, 40))
+    out = nf.propagate(ComponentPredictor(), lazy, 5, vol[5] > 0, stop_iou=0.3)
+    np.testing.assert_array_equal(out, vol > 0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"z": 20}, "outside the stack"),
+        ({"direction": 2}, "direction must be"),
+        ({"mask": np.zeros((40, 40), bool)}, "empty"),
+        ({"mask": np.ones((10, 10), bool)}, "does not match"),
+    ],
+)
+def test_bad_arguments_are_explained(kwargs, message):
+    vol = _ball_stack()
+    args = {"z": 5, "mask": vol[5] > 0} | kwargs
+    with pytest.raises(ValueError, match=message):
+        nf.propagate(ComponentPredictor(), vol, args.pop("z"), args.pop("mask"), **args)
+
+
+def test_clicks_from_mask_inside_and_around():
+    mask = np.zeros((50, 50), bool)
+    mask[10:30, 15:35] = True
+    clicks = clicks_from_mask(mask)
+    assert clicks[0].positive and mask[int(clicks[0].y), int(clicks[0].x)]
+    assert 15 <= clicks[0].y <= 24 and 20 <= clicks[0].x <= 29
+    negs = [c for c in clicks if not c.positive]
+    assert len(negs) == 4 and not any(mask[int(c.y), int(c.x)] for c in negs)
+    # at the image border the clicks that would fall off are skipped
+    edge = np.zeros((20, 20), bool)
+    edge[0:8, 0:8] = True
+    assert all(0 <= c.y < 20 and 0 <= c.x < 20 for c in clicks_from_mask(edge))
+    assert len(clicks_from_mask(mask, n_negative=0)) == 1
+
+
+def test_real_predictor_runs_through_a_stack():
+    from napari_fbrs.core.testing import TinyNet
+
+    vol = _ball_stack(n=5, size=32, radius=7, centre=2)
+    p = nf.Predictor(TinyNet().eval(), mode="NoBRS", device="cpu", zoom_in=None)
+    out = nf.propagate(p, vol, 2, vol[2] > 0, stop_iou=0.0, min_area_ratio=0.0)
+    assert out.shape == vol.shape and out[2].sum() == (vol[2] > 0).sum()
