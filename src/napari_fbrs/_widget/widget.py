@@ -1,0 +1,1586 @@
+"""``FbrsWidget``: click-to-segment with f-BRS in napari.
+
+The widget is thin glue between napari and :class:`napari_fbrs.core.session.
+SegmentationSession`, which holds the clicks, predictors, previews, commits and the undo
+history. The widget
+
+* keeps three layers beside the selected image (copying its scale and translate):
+  Points ``fbrs clicks`` (boolean feature ``positive``: green object clicks, red
+  background clicks), Labels ``fbrs current`` (the preview of the object being segmented
+  on each slice) and Labels ``fbrs objects`` (finished objects; any other Labels layer of
+  the image's shape can be chosen instead);
+* turns canvas clicks (left: object; right or Shift+left: background) and edits of the
+  clicks layer with napari's own Points tools into session clicks, on the slice they lie
+  on (the leading axes of an nD image index slices, the last two are spatial);
+* runs predictions on a napari thread worker (or synchronously when
+  :attr:`FbrsWidget.synchronous` is true, for tests), dropping results that a newer click
+  made stale;
+* turns every error into a napari notification, leaving the layers as they were.
+
+Nothing here imports torch at import time: the model is loaded on the worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from qtpy.QtGui import QKeySequence
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QShortcut,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_fbrs.core import zoo
+from napari_fbrs.core.session import (
+    Change,
+    PredictionRequest,
+    PredictionResult,
+    SegmentationSession,
+    SessionClick,
+    SliceKey,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+    from napari.layers import Image, Labels, Points
+
+    from napari_fbrs.core.predictor import Predictor
+
+__all__ = ["CLICKS_LAYER", "CURRENT_LAYER", "OBJECTS_LAYER", "FbrsWidget", "PredictorSettings"]
+
+CLICKS_LAYER = "fbrs clicks"
+CURRENT_LAYER = "fbrs current"
+OBJECTS_LAYER = "fbrs objects"
+POSITIVE_COLOR = "lime"
+NEGATIVE_COLOR = "red"
+PREVIEW_COLOR = (0.0, 0.85, 1.0, 1.0)  # cyan
+DEVICES = ("auto", "cpu", "cuda", "mps")
+# the predictor's modes (napari_fbrs.core.predictor.MODES; repeated here because that
+# module imports torch, and a test checks the two agree)
+MODES = ("NoBRS", "RGB-BRS", "DistMap-BRS", "f-BRS-A", "f-BRS-B", "f-BRS-C")
+#: a press and release of the mouse moving less than this (screen pixels) is a click
+CLICK_TOLERANCE_PX = 5.0
+
+
+@dataclass(frozen=True)
+class PredictorSettings:
+    """Settings of the predictors the widget makes (one per object, so a change applies
+    from the next object on).
+
+    Attributes
+    ----------
+    model : str, pathlib.Path or InteractiveNet
+        A model-zoo name (``napari_fbrs.core.zoo.CHECKPOINTS``), a checkpoint file, or a
+        network object (``napari_fbrs.build_model(...)``/``load_model(...)``).
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+    mode : str
+        BRS mode, one of ``NoBRS``, ``RGB-BRS``, ``DistMap-BRS``, ``f-BRS-A/B/C``.
+    net_clicks : int
+        Clicks given to the network; 0: the mode's default.
+    lbfgs_maxfun : int
+        Maximum objective evaluations of L-BFGS-B per click.
+    zoom_in : bool
+        Use ZoomIn.
+    zoom_skip_clicks, zoom_target_size, zoom_expansion_ratio
+        ZoomIn's ``skip_clicks``, ``target_size`` and ``expansion_ratio``.
+    max_size : int
+        Longest side (pixels) of what the network sees; 0: no limit.
+    with_flip : bool
+        Average with the horizontally flipped prediction.
+    prob_thresh : float
+        Probability threshold of the predictor (BRS click consistency); the preview's
+        threshold is the session's, changed live by the slider.
+    """
+
+    model: Any = zoo.DEFAULT_MODEL
+    device: str = "auto"
+    mode: str = "f-BRS-B"
+    net_clicks: int = 0
+    lbfgs_maxfun: int = 20
+    zoom_in: bool = True
+    zoom_skip_clicks: int = 1
+    zoom_target_size: int = 400
+    zoom_expansion_ratio: float = 1.4
+    max_size: int = 0
+    with_flip: bool = True
+    prob_thresh: float = 0.49
+
+
+class _Bridge(QObject):
+    """Carries messages from worker threads to the GUI thread (queued signals)."""
+
+    model_message = Signal(str, bool)  # text, is_error
+    status_message = Signal(str)
+
+
+def _notify_error(message: str) -> None:
+    from napari.utils.notifications import show_error
+
+    show_error(message)
+
+
+def _notify_warning(message: str) -> None:
+    from napari.utils.notifications import show_warning
+
+    show_warning(message)
+
+
+def _notify_info(message: str) -> None:
+    from napari.utils.notifications import show_info
+
+    show_info(message)
+
+
+def _unwrap(obj: Any) -> Any:
+    """The napari object behind the ``PublicOnlyProxy`` that napari hands to plugins
+    (each access makes a new proxy, so identity checks need the object itself)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def _preview_colormap() -> Any:
+    """One colour for the preview (value 1), distinct from the objects' colours."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(
+        color_dict={None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0), 1: PREVIEW_COLOR}
+    )
+
+
+def _model_key(model: Any) -> str:
+    if isinstance(model, (str, Path)):
+        return str(model)
+    return f"object:{id(model)}"
+
+
+class FbrsWidget(QWidget):
+    """Interactive f-BRS segmentation of the selected image layer.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer (napari passes it).
+    parent : QWidget, optional
+        Qt parent.
+
+    Notes
+    -----
+    Public API, also for napari's console (``dock, widget =
+    viewer.window.add_plugin_dock_widget("napari-fbrs", "f-BRS")``):
+    :meth:`add_click`, :meth:`finish_object`, :meth:`undo`, :meth:`redo`,
+    :meth:`reset_clicks`, :meth:`set_model`, :meth:`configure`, :attr:`session`,
+    :attr:`predictor`, :attr:`current_mask`, :attr:`current_prob`, :attr:`current_key`.
+    Coordinates are ``(y, x)`` = napari ``(row, col)`` in image pixels.
+    """
+
+    #: Run predictions in the calling thread instead of a napari thread worker (tests,
+    #: scripts); also disables the background model warm-up.
+    synchronous: bool = False
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self._session: SegmentationSession | None = None
+        self._image_layer: Image | None = None
+        self._points: Points | None = None
+        self._current: Labels | None = None
+        self._objects: Labels | None = None
+        self._key: SliceKey = ()
+        # preview shown per slice: (prob array, threshold)
+        self._shown: dict[SliceKey, tuple[np.ndarray, float]] = {}
+        self._guard = 0  # > 0 while the widget edits its own layers
+        self._running = False
+        self._rerun = False
+        self._finish_pending = False
+        self._worker: Any = None
+        self._nets: dict[tuple[str, str], Any] = {}
+        self._net_lock = threading.Lock()
+        self._bridge = _Bridge()
+        self._bridge.model_message.connect(self._show_model_message)
+        self._bridge.status_message.connect(self._set_status)
+        self._bindings: list[tuple[Any, Any]] = []
+        self._closed = False
+        self._docked = False
+        self._attached_once = False
+        #: every result applied to a preview (tests and the latency benchmark read it):
+        #: (slice key, number of clicks, time.perf_counter() when shown, seconds computing)
+        self.applied_log: list[tuple[SliceKey, int, float, float]] = []
+
+        self._build_ui()
+        self._settings = self._read_settings()
+        self._connect_viewer()
+        self._refresh_image_choices()
+        self._on_image_choice()
+        self._update_model_status()
+        if not self.synchronous:
+            QTimer.singleShot(0, self._warm_up)
+
+    # ==================================================================== public API
+    @property
+    def session(self) -> SegmentationSession | None:
+        """The session of the selected image (``None`` without an image)."""
+        return self._session
+
+    @property
+    def settings(self) -> PredictorSettings:
+        """The settings the next object's predictor will be made with."""
+        return self._settings
+
+    @property
+    def current_key(self) -> SliceKey:
+        """Leading indices of the slice shown (``()`` for a 2D image)."""
+        return self._key
+
+    @property
+    def predictor(self) -> Predictor | None:
+        """The predictor of the current slice's object (``None`` before its first click).
+
+        Use it only while the widget is idle (no prediction running).
+        """
+        return None if self._session is None else self._session.predictor(self._key)
+
+    @property
+    def current_prob(self) -> np.ndarray | None:
+        """``(H, W)`` float32 probability map of the current slice's object, or ``None``."""
+        return None if self._session is None else self._session.prob(self._key)
+
+    @property
+    def current_mask(self) -> np.ndarray | None:
+        """``(H, W)`` bool preview mask of the current slice's object, or ``None``."""
+        return None if self._session is None else self._session.mask(self._key)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a prediction is running."""
+        return self._running
+
+    @property
+    def clicks_layer(self) -> Points | None:
+        return self._points
+
+    @property
+    def current_layer(self) -> Labels | None:
+        return self._current
+
+    @property
+    def objects_layer(self) -> Labels | None:
+        return self._objects
+
+    @property
+    def image_layer(self) -> Image | None:
+        return self._image_layer
+
+    def add_click(
+        self, y: float, x: float, positive: bool = True, key: SliceKey | None = None
+    ) -> bool:
+        """Add a click and predict.
+
+        Parameters
+        ----------
+        y, x : float
+            Row and column in image pixels (napari ``(row, col)``).
+        positive : bool
+            Object (``True``) or background (``False``).
+        key : SliceKey, optional
+            Slice (leading indices); default the one shown.
+
+        Returns
+        -------
+        bool
+            Whether the click was accepted (inside the image).
+        """
+        session = self._require_session()
+        if session is None:
+            return False
+        key = self._key if key is None else session.check_key(key)
+        try:
+            session.add_click(y, x, positive, key=key)
+        except ValueError as exc:
+            _notify_warning(f"f-BRS: {exc}")
+            return False
+        self._after_change(Change((key,), False, "click"))
+        return True
+
+    def finish_object(self) -> int | None:
+        """Commit the current slice's object into the objects layer (Space).
+
+        The id is the next free one, or the objects layer's selected label when "use the
+        selected label" is ticked; existing labels are kept unless "overwrite" is ticked.
+        If a prediction is still running, the commit happens when it arrives.
+
+        Returns
+        -------
+        int or None
+            The id written, ``None`` if nothing was committed (yet).
+        """
+        session = self._require_session()
+        if session is None:
+            return None
+        if not session.clicks(self._key):
+            self._set_status("Nothing to finish: click on an object first.")
+            return None
+        if not session.is_up_to_date(self._key):
+            self._finish_pending = True
+            self._set_status("Finishing when the prediction arrives...")
+            self._schedule()
+            return None
+        return self._commit_now()
+
+    def undo(self) -> bool:
+        """Undo the last click edit or commit (Ctrl+Z); returns whether anything changed."""
+        return self._history_step(undo=True)
+
+    def redo(self) -> bool:
+        """Redo the last undone step (Ctrl+Shift+Z); returns whether anything changed."""
+        return self._history_step(undo=False)
+
+    def reset_clicks(self) -> bool:
+        """Remove the current slice's clicks (Escape); an undo step."""
+        session = self._require_session()
+        if session is None:
+            return False
+        self._finish_pending = False
+        if not session.reset_clicks(self._key):
+            return False
+        self._after_change(Change((self._key,), False, "reset of the clicks"))
+        return True
+
+    def propagate_object(self) -> int | None:
+        """Carry the current slice's object through the stack and commit it on every slice
+        reached (one undo step), along the last leading axis (z of ``(t, z, y, x)``).
+
+        Each next slice is segmented from clicks derived from the previous slice's mask;
+        the walk stops where the object vanishes or changes too much. Existing labels are
+        kept unless "overwrite" is ticked.
+
+        Returns
+        -------
+        int or None
+            The id written when it ran synchronously; ``None`` otherwise (the result
+            arrives later) or when nothing could be propagated.
+        """
+        session = self._require_session()
+        if session is None:
+            return None
+        if self._running:
+            _notify_info("f-BRS: wait for the running prediction, then propagate.")
+            return None
+        try:
+            request = session.propagation_request(self._key)
+        except ValueError as exc:
+            _notify_warning(f"f-BRS: {exc}")
+            return None
+        bridge = self._bridge
+
+        def progress(done: int, total: int) -> None:
+            bridge.status_message.emit(f"Propagating: {done}/{total} slices...")
+
+        def cancel() -> bool:
+            return self._closed or session.is_stale(request)
+
+        def work() -> np.ndarray:
+            return session.compute_propagation(request, progress=progress, cancel=cancel)
+
+        self._running = True
+        self._set_busy(True)
+        self._set_status("Propagating...")
+        if self.synchronous:
+            try:
+                volume = work()
+            except Exception as exc:
+                self._on_propagation_error(exc)
+                label = None
+            else:
+                label = self._finish_propagation(request, volume)
+            self._on_done()
+            return label
+        from napari.qt.threading import thread_worker
+
+        worker = thread_worker(work, start_thread=False, ignore_errors=True)()
+        worker.returned.connect(lambda volume: self._finish_propagation(request, volume))
+        worker.errored.connect(self._on_propagation_error)
+        worker.finished.connect(self._on_done)
+        self._worker = worker
+        worker.start()
+        return None
+
+    def set_model(self, model: str | os.PathLike | Any) -> None:
+        """Use another model from the next object on.
+
+        Parameters
+        ----------
+        model : str, path or InteractiveNet
+            A model-zoo name, a checkpoint file, or a network object.
+        """
+        if isinstance(model, str) and model in zoo.CHECKPOINTS:
+            index = self.model_combo.findData(model)
+        else:
+            if isinstance(model, (str, os.PathLike)):
+                model = Path(model)
+                text = f"file: {model.name}"
+            else:
+                text = f"network: {type(model).__name__}"
+            index = -1
+            for i in range(self.model_combo.count()):
+                data = self.model_combo.itemData(i)
+                if data is model or (isinstance(model, Path) and data == model):
+                    index = i
+            if index < 0:
+                self.model_combo.addItem(text, model)
+                index = self.model_combo.count() - 1
+        self.model_combo.setCurrentIndex(index)
+
+    def configure(self, **settings: Any) -> None:
+        """Set predictor settings by name (see :class:`PredictorSettings`); the controls
+        follow. They apply from the next object on.
+
+        Raises
+        ------
+        TypeError
+            Unknown setting name.
+        """
+        names = {f.name for f in fields(PredictorSettings)}
+        unknown = set(settings) - names
+        if unknown:
+            raise TypeError(f"unknown settings {sorted(unknown)}; known: {sorted(names)}")
+        if "model" in settings:
+            self.set_model(settings["model"])
+        setters: dict[str, Callable[[Any], None]] = {
+            "device": self.device_combo.setCurrentText,
+            "mode": self.mode_combo.setCurrentText,
+            "net_clicks": self.net_clicks_spin.setValue,
+            "lbfgs_maxfun": self.lbfgs_spin.setValue,
+            "zoom_in": self.zoom_group.setChecked,
+            "zoom_skip_clicks": self.zoom_skip_spin.setValue,
+            "zoom_target_size": self.zoom_target_spin.setValue,
+            "zoom_expansion_ratio": self.zoom_expand_spin.setValue,
+            "max_size": self.max_size_spin.setValue,
+            "with_flip": self.flip_check.setChecked,
+            "prob_thresh": lambda v: self.thresh_slider.setValue(int(round(v * 100))),
+        }
+        for name, value in settings.items():
+            if name != "model":
+                setters[name](value)
+        self._settings = self._read_settings()
+
+    def set_image_layer(self, layer: Image) -> None:
+        """Segment ``layer`` (an Image layer of the viewer) from now on."""
+        index = self.image_combo.findText(layer.name)
+        if index < 0:
+            raise ValueError(f"{layer.name!r} is not an image layer of this viewer")
+        self.image_combo.setCurrentIndex(index)
+        if self._image_layer is not layer:
+            self._on_image_choice()
+
+    # ==================================================================== UI
+    def _build_ui(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+
+        # -- layers
+        layers_box = QGroupBox("Layers")
+        form = QFormLayout(layers_box)
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The image to segment (2D, RGB or nD: last two axes spatial).")
+        self.objects_combo = QComboBox()
+        self.objects_combo.setToolTip("Labels layer that finished objects are written into.")
+        form.addRow("Image", self.image_combo)
+        form.addRow("Objects", self.objects_combo)
+        layout.addWidget(layers_box)
+
+        # -- model
+        model_box = QGroupBox("Model")
+        grid = QGridLayout(model_box)
+        self.model_combo = QComboBox()
+        for name, info in zoo.CHECKPOINTS.items():
+            suffix = "bundled" if info.bundled else f"download ~{info.size_mb:.0f} MB"
+            self.model_combo.addItem(f"{name} ({suffix})", name)
+            self.model_combo.setItemData(
+                self.model_combo.count() - 1, info.description, Qt.ToolTipRole
+            )
+        self.model_combo.setCurrentIndex(self.model_combo.findData(zoo.DEFAULT_MODEL))
+        self.open_button = QPushButton("Open...")
+        self.open_button.setToolTip(
+            "Use a checkpoint file (.pth/.pt, official f-BRS/RITM or napari-fbrs layout)."
+        )
+        self.model_status = QLabel()
+        self.model_status.setWordWrap(True)
+        self.model_status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        grid.addWidget(self.model_combo, 0, 0)
+        grid.addWidget(self.open_button, 0, 1)
+        grid.addWidget(self.model_status, 1, 0, 1, 2)
+        layout.addWidget(model_box)
+
+        # -- predictor settings
+        pred_box = QGroupBox("Predictor (applies from the next object)")
+        form = QFormLayout(pred_box)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(DEVICES)
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(MODES)
+        self.mode_combo.setCurrentText("f-BRS-B")
+        self.net_clicks_spin = QSpinBox()
+        self.net_clicks_spin.setRange(0, 100)
+        self.net_clicks_spin.setSpecialValueText("mode default")
+        self.net_clicks_spin.setToolTip(
+            "Clicks given to the network; later clicks act through the BRS optimisation only."
+        )
+        self.lbfgs_spin = QSpinBox()
+        self.lbfgs_spin.setRange(1, 500)
+        self.lbfgs_spin.setValue(20)
+        self.flip_check = QCheckBox("average with the flipped image")
+        self.flip_check.setChecked(True)
+        self.max_size_spin = QSpinBox()
+        self.max_size_spin.setRange(0, 8192)
+        self.max_size_spin.setSingleStep(64)
+        self.max_size_spin.setSpecialValueText("no limit")
+        self.max_size_spin.setToolTip("Longest side, in pixels, of what the network sees.")
+        form.addRow("Device", self.device_combo)
+        form.addRow("BRS mode", self.mode_combo)
+        form.addRow("Network clicks", self.net_clicks_spin)
+        form.addRow("L-BFGS evaluations", self.lbfgs_spin)
+        form.addRow("Longest side", self.max_size_spin)
+        form.addRow(self.flip_check)
+        self.zoom_group = QGroupBox("ZoomIn")
+        self.zoom_group.setCheckable(True)
+        self.zoom_group.setChecked(True)
+        zform = QFormLayout(self.zoom_group)
+        self.zoom_skip_spin = QSpinBox()
+        self.zoom_skip_spin.setRange(0, 100)
+        self.zoom_skip_spin.setValue(1)
+        self.zoom_target_spin = QSpinBox()
+        self.zoom_target_spin.setRange(8, 4096)
+        self.zoom_target_spin.setSingleStep(32)
+        self.zoom_target_spin.setValue(400)
+        self.zoom_expand_spin = QDoubleSpinBox()
+        self.zoom_expand_spin.setRange(1.0, 5.0)
+        self.zoom_expand_spin.setSingleStep(0.1)
+        self.zoom_expand_spin.setValue(1.4)
+        zform.addRow("Skip clicks", self.zoom_skip_spin)
+        zform.addRow("Target size", self.zoom_target_spin)
+        zform.addRow("Expand ratio", self.zoom_expand_spin)
+        form.addRow(self.zoom_group)
+        layout.addWidget(pred_box)
+
+        # -- interaction
+        click_box = QGroupBox("Clicks and objects")
+        form = QFormLayout(click_box)
+        thresh_row = QHBoxLayout()
+        self.thresh_slider = QSlider(Qt.Horizontal)
+        self.thresh_slider.setRange(1, 99)
+        self.thresh_slider.setValue(49)
+        self.thresh_label = QLabel("0.49")
+        thresh_row.addWidget(self.thresh_slider)
+        thresh_row.addWidget(self.thresh_label)
+        form.addRow("Threshold", thresh_row)
+        self.canvas_check = QCheckBox("click on the canvas to segment")
+        self.canvas_check.setChecked(True)
+        self.canvas_check.setToolTip(
+            "Left click: object; right click or Shift+click: "
+            "background. Works while the selected layer is in "
+            "pan/zoom mode."
+        )
+        self.default_positive_check = QCheckBox(
+            "points added with napari's tools are object clicks"
+        )
+        self.default_positive_check.setChecked(True)
+        self.selected_label_check = QCheckBox("use the objects layer's selected label")
+        self.overwrite_check = QCheckBox("overwrite existing labels")
+        for check in (
+            self.canvas_check,
+            self.default_positive_check,
+            self.selected_label_check,
+            self.overwrite_check,
+        ):
+            form.addRow(check)
+        layout.addWidget(click_box)
+
+        # -- actions
+        buttons = QGridLayout()
+        self.finish_button = QPushButton("Finish object (Space)")
+        self.undo_button = QPushButton("Undo (Ctrl+Z)")
+        self.redo_button = QPushButton("Redo (Ctrl+Shift+Z)")
+        self.reset_button = QPushButton("Reset clicks (Esc)")
+        self.propagate_button = QPushButton("Propagate through the stack")
+        self.propagate_button.setToolTip(
+            "Segment the current object on the neighbouring slices too (along the last "
+            "slice axis) and write it on every slice reached."
+        )
+        buttons.addWidget(self.finish_button, 0, 0, 1, 2)
+        buttons.addWidget(self.undo_button, 1, 0)
+        buttons.addWidget(self.redo_button, 1, 1)
+        buttons.addWidget(self.reset_button, 2, 0, 1, 2)
+        buttons.addWidget(self.propagate_button, 3, 0, 1, 2)
+        layout.addLayout(buttons)
+
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 0)  # indeterminate: a busy indicator
+        self.progress.setMaximumHeight(10)
+        self.progress.setTextVisible(False)
+        self.progress.setVisible(False)
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+
+        # -- signals
+        self.image_combo.currentIndexChanged.connect(self._on_image_choice)
+        self.objects_combo.currentIndexChanged.connect(self._on_objects_choice)
+        self.model_combo.currentIndexChanged.connect(self._on_model_choice)
+        self.open_button.clicked.connect(self._open_checkpoint)
+        for signal in (
+            self.device_combo.currentIndexChanged,
+            self.mode_combo.currentIndexChanged,
+            self.net_clicks_spin.valueChanged,
+            self.lbfgs_spin.valueChanged,
+            self.flip_check.toggled,
+            self.max_size_spin.valueChanged,
+            self.zoom_group.toggled,
+            self.zoom_skip_spin.valueChanged,
+            self.zoom_target_spin.valueChanged,
+            self.zoom_expand_spin.valueChanged,
+        ):
+            signal.connect(self._on_settings_changed)
+        self.device_combo.currentIndexChanged.connect(self._update_model_status)
+        self.thresh_slider.valueChanged.connect(self._on_threshold)
+        self.default_positive_check.toggled.connect(self._apply_default_polarity)
+        self.finish_button.clicked.connect(self.finish_object)
+        self.undo_button.clicked.connect(self.undo)
+        self.redo_button.clicked.connect(self.redo)
+        self.reset_button.clicked.connect(self.reset_clicks)
+        self.propagate_button.clicked.connect(self.propagate_object)
+        # while the widget has focus (on the canvas, viewer key bindings do the same)
+        for seq, slot in (("Ctrl+Z", self.undo), ("Ctrl+Shift+Z", self.redo)):
+            shortcut = QShortcut(QKeySequence(seq), self)
+            shortcut.setContext(Qt.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(slot)
+
+    def _read_settings(self) -> PredictorSettings:
+        return PredictorSettings(
+            model=self.model_combo.currentData(),
+            device=self.device_combo.currentText(),
+            mode=self.mode_combo.currentText(),
+            net_clicks=self.net_clicks_spin.value(),
+            lbfgs_maxfun=self.lbfgs_spin.value(),
+            zoom_in=self.zoom_group.isChecked(),
+            zoom_skip_clicks=self.zoom_skip_spin.value(),
+            zoom_target_size=self.zoom_target_spin.value(),
+            zoom_expansion_ratio=self.zoom_expand_spin.value(),
+            max_size=self.max_size_spin.value(),
+            with_flip=self.flip_check.isChecked(),
+            prob_thresh=self.thresh_slider.value() / 100.0,
+        )
+
+    def _on_settings_changed(self, *_: Any) -> None:
+        self._settings = self._read_settings()
+
+    def _set_status(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    def _set_busy(self, busy: bool) -> None:
+        self.progress.setVisible(busy)
+        if busy:
+            self._set_status("Predicting...")
+
+    def _update_buttons(self) -> None:
+        session = self._session
+        has = session is not None
+        self.finish_button.setEnabled(has and bool(session.clicks(self._key)))
+        self.reset_button.setEnabled(has and bool(session.clicks(self._key)))
+        self.propagate_button.setEnabled(
+            has and bool(session.stack_shape) and bool(session.clicks(self._key))
+        )
+        self.undo_button.setEnabled(has and session.can_undo)
+        self.redo_button.setEnabled(has and session.can_redo)
+
+    # ==================================================================== viewer wiring
+    def _connect_viewer(self) -> None:
+        viewer = self.viewer
+        viewer.layers.events.inserted.connect(self._on_layers_changed)
+        viewer.layers.events.removed.connect(self._on_layers_changed)
+        viewer.layers.events.moved.connect(self._on_layers_changed)
+        viewer.dims.events.current_step.connect(self._on_step)
+        viewer.mouse_drag_callbacks.append(self._on_mouse)
+        self._bind_keys()
+
+    def _disconnect_viewer(self) -> None:
+        viewer = self.viewer
+        for emitter, slot in (
+            (viewer.layers.events.inserted, self._on_layers_changed),
+            (viewer.layers.events.removed, self._on_layers_changed),
+            (viewer.layers.events.moved, self._on_layers_changed),
+            (viewer.dims.events.current_step, self._on_step),
+        ):
+            with contextlib.suppress(Exception):
+                emitter.disconnect(slot)
+        with contextlib.suppress(ValueError):
+            viewer.mouse_drag_callbacks.remove(self._on_mouse)
+        self._unbind_keys()
+        self._detach_layer_events()
+
+    def _bind_keys(self) -> None:
+        """Viewer key bindings (the selected layer's own bindings take precedence, so a
+        Labels layer keeps its painting undo on Ctrl+Z)."""
+        from app_model.types import KeyCode, KeyMod
+
+        def undo(viewer: Any) -> None:
+            self.undo()
+
+        def redo(viewer: Any) -> None:
+            self.redo()
+
+        def reset(viewer: Any) -> None:
+            self.reset_clicks()
+
+        for key, func in (
+            (KeyMod.CtrlCmd | KeyCode.KeyZ, undo),
+            (KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ, redo),
+            (KeyCode.Escape, reset),
+            (KeyCode.Space, self._space_key),
+        ):
+            previous = self.viewer.bind_key(key, func, overwrite=True)
+            self._bindings.append((key, previous))
+
+    def _unbind_keys(self) -> None:
+        for key, previous in reversed(self._bindings):
+            with contextlib.suppress(Exception):
+                self.viewer.bind_key(key, previous, overwrite=True)
+        self._bindings.clear()
+
+    def _space_key(self, viewer: Any) -> Iterator[None]:
+        """Space: a tap finishes the object; holding it keeps napari's "hold to pan/zoom"."""
+        hold = None
+        try:
+            from napari.components._viewer_key_bindings import hold_for_pan_zoom
+
+            hold = hold_for_pan_zoom(viewer)
+            next(hold)
+        except (ImportError, StopIteration):
+            hold = None
+        started = time.monotonic()
+        yield
+        if hold is not None:
+            with contextlib.suppress(StopIteration):
+                next(hold)
+        try:
+            from napari.settings import get_settings
+
+            delay = float(get_settings().application.hold_button_delay)
+        except Exception:  # pragma: no cover - settings unavailable
+            delay = 0.5
+        if time.monotonic() - started < delay:
+            self.finish_object()
+
+    def event(self, event: Any) -> bool:
+        """Disconnect from the viewer when napari takes the panel out of its dock."""
+        if event.type() == QEvent.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                self.cleanup()
+        return super().event(event)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        self.cleanup()
+        super().closeEvent(event)
+
+    def cleanup(self) -> None:
+        """Disconnect from the viewer (key bindings, mouse callback, layer events).
+
+        Called when the panel is closed; the widget does nothing afterwards.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._disconnect_viewer()
+
+    # ==================================================================== layers
+    def _image_layers(self) -> list[Image]:
+        from napari.layers import Image
+
+        return [_unwrap(layer) for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _refresh_image_choices(self) -> None:
+        current = self.image_combo.currentText()
+        names = [layer.name for layer in self._image_layers()]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+        else:
+            active = self.viewer.layers.selection.active
+            if active is not None and active.name in names:
+                self.image_combo.setCurrentText(active.name)
+        self.image_combo.blockSignals(False)
+
+    def _refresh_objects_choices(self) -> None:
+        from napari.layers import Labels
+
+        self.objects_combo.blockSignals(True)
+        self.objects_combo.clear()
+        if self._session is not None:
+            shape = self._session.labels_shape
+            for layer in self.viewer.layers:
+                if (
+                    isinstance(layer, Labels)
+                    and layer is not self._current
+                    and not layer.multiscale
+                    and tuple(layer.data.shape) == shape
+                ):
+                    self.objects_combo.addItem(layer.name)
+            if self._objects is not None:
+                self.objects_combo.setCurrentText(self._objects.name)
+        self.objects_combo.blockSignals(False)
+
+    def _on_layers_changed(self, event: Any = None) -> None:
+        if self._guard:
+            return
+        if self._image_layer is not None and self._image_layer not in self.viewer.layers:
+            self._detach()
+        self._refresh_image_choices()
+        if self._image_layer is None and self.image_combo.count():
+            self._on_image_choice()
+        self._refresh_objects_choices()
+
+    def _on_image_choice(self, *_: Any) -> None:
+        name = self.image_combo.currentText()
+        layer = next((lay for lay in self._image_layers() if lay.name == name), None)
+        if layer is self._image_layer:
+            return
+        self._detach()
+        if layer is not None:
+            self._attach_safely(layer)
+        self._update_buttons()
+
+    def _attach_safely(self, layer: Image) -> None:
+        try:
+            self._attach(layer)
+        except Exception as exc:  # unsupported layout: say so, change nothing
+            self._detach()
+            _notify_error(f"f-BRS cannot segment {layer.name!r}: {exc}")
+
+    def _on_image_data(self, event: Any = None) -> None:
+        """The image layer got new data: start over on it (clicks are dropped)."""
+        layer = self._image_layer
+        if layer is None or self._session is None:
+            return
+        data = layer.data[0] if layer.multiscale else layer.data
+        if data is self._session.image:
+            return
+        self._detach()
+        self._attach_safely(layer)
+        self._update_buttons()
+
+    def _detach(self) -> None:
+        self._detach_layer_events()
+        self._session = None
+        self._image_layer = None
+        self._finish_pending = False
+        self._key = ()
+        self._set_status("Select an image layer to segment." if not self._image_layers() else "")
+
+    def _detach_layer_events(self) -> None:
+        if self._points is not None:
+            with contextlib.suppress(Exception):
+                self._points.events.data.disconnect(self._on_points_data)
+            with contextlib.suppress(Exception):
+                self._points.events.features.disconnect(self._on_points_data)
+        if self._image_layer is not None:
+            with contextlib.suppress(Exception):
+                self._image_layer.events.contrast_limits.disconnect(self._on_contrast)
+            with contextlib.suppress(Exception):
+                self._image_layer.events.data.disconnect(self._on_image_data)
+
+    def _attach(self, layer: Image) -> None:
+        data = layer.data[0] if layer.multiscale else layer.data
+        session = SegmentationSession(
+            data,
+            rgb=bool(layer.rgb),
+            predictor_factory=self._make_predictor,
+            contrast_limits=tuple(layer.contrast_limits),
+            prob_thresh=self.thresh_slider.value() / 100.0,
+        )
+        self._image_layer = layer
+        self._session = session
+        with self._guarding():
+            self._ensure_layers()
+        session.set_labels(self._objects.data)
+        layer.events.contrast_limits.connect(self._on_contrast)
+        layer.events.data.connect(self._on_image_data)
+        self._key = self._compute_key()
+        if self._attached_once:
+            self._write_points()  # clicks in the layer belonged to the previous image
+        else:
+            self._import_points()  # reopening the panel: take the clicks over
+        self._attached_once = True
+        self._refresh_objects_choices()
+        with self._guarding():
+            self.viewer.layers.selection.active = layer
+        self._update_buttons()
+        self._schedule()
+
+    def _layer_kwargs(self) -> dict[str, Any]:
+        layer = self._image_layer
+        return {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+
+    def _ensure_layers(self) -> None:
+        """Create or reuse the three layers, matching the image's shape and transform."""
+        from napari.layers import Labels, Points
+
+        session = self._session
+        shape = session.labels_shape
+        ndim = len(shape)
+        layers = self.viewer.layers
+        kwargs = self._layer_kwargs()
+
+        points = _unwrap(layers[CLICKS_LAYER]) if CLICKS_LAYER in layers else None
+        if not (isinstance(points, Points) and points.ndim == ndim):
+            size = max(2.0, max(session.spatial_shape) / 80.0)
+            points = Points(
+                np.zeros((0, ndim)),
+                ndim=ndim,
+                name=CLICKS_LAYER,
+                features={"positive": np.zeros(0, dtype=bool)},
+                face_color="positive",
+                face_color_cycle={True: POSITIVE_COLOR, False: NEGATIVE_COLOR},
+                border_color="white",
+                size=size,
+                **kwargs,
+            )
+            layers.append(points)
+        else:
+            points.scale, points.translate = kwargs["scale"], kwargs["translate"]
+            if "positive" not in points.features:
+                points.features = {"positive": np.ones(len(points.data), dtype=bool)}
+            points.face_color_cycle = {True: POSITIVE_COLOR, False: NEGATIVE_COLOR}
+            points.face_color = "positive"
+        self._points = points
+
+        current = _unwrap(layers[CURRENT_LAYER]) if CURRENT_LAYER in layers else None
+        if isinstance(current, Labels) and tuple(current.data.shape) == shape:
+            current.data[...] = 0
+            self._shown.clear()
+            current.scale, current.translate = kwargs["scale"], kwargs["translate"]
+            current.refresh()
+        else:
+            current = Labels(
+                np.zeros(shape, dtype=np.uint8), name=CURRENT_LAYER, opacity=0.55, **kwargs
+            )
+            layers.append(current)
+            self._shown.clear()
+        current.colormap = _preview_colormap()
+        self._current = current
+
+        objects = self._objects if self._objects in layers else None
+        if objects is None or tuple(objects.data.shape) != shape:
+            objects = _unwrap(layers[OBJECTS_LAYER]) if OBJECTS_LAYER in layers else None
+        if not (
+            isinstance(objects, Labels)
+            and tuple(objects.data.shape) == shape
+            and isinstance(objects.data, np.ndarray)
+        ):
+            objects = Labels(np.zeros(shape, dtype=np.uint32), name=OBJECTS_LAYER, **kwargs)
+            layers.append(objects)
+        self._objects = objects
+
+        # the preview above the objects, the clicks on top
+        for lay in (objects, current, points):
+            index = layers.index(lay)
+            if index != len(layers) - 1:
+                layers.move(index, len(layers))
+        points.events.data.connect(self._on_points_data)
+        points.events.features.connect(self._on_points_data)
+        self._apply_default_polarity()
+
+    def _layers_alive(self) -> bool:
+        layers = self.viewer.layers
+        return all(
+            lay is not None and lay in layers
+            for lay in (self._points, self._current, self._objects)
+        )
+
+    def _require_session(self) -> SegmentationSession | None:
+        if self._session is None:
+            _notify_warning("f-BRS: add or select an image layer first.")
+            return None
+        if not self._layers_alive():
+            with self._guarding():
+                self._detach_layer_events()
+                self._ensure_layers()
+            self._refresh_objects_choices()
+            self._write_points()
+            self._render(self._session.preview_keys(), clear=True)
+            self._adopt_objects_layer()
+        return self._session
+
+    def _adopt_objects_layer(self) -> None:
+        """Follow the objects layer if its data was replaced outside the widget."""
+        data = self._objects.data
+        if data is not self._session.labels:
+            self._session.set_labels(data)  # clears the history: it was about the old array
+
+    @contextlib.contextmanager
+    def _guarding(self) -> Iterator[None]:
+        self._guard += 1
+        try:
+            yield
+        finally:
+            self._guard -= 1
+
+    def _on_objects_choice(self, *_: Any) -> None:
+        name = self.objects_combo.currentText()
+        if self._session is None or not name or name not in self.viewer.layers:
+            return
+        layer = _unwrap(self.viewer.layers[name])
+        if layer is self._objects:
+            return
+        try:
+            self._session.set_labels(layer.data)
+        except (TypeError, ValueError) as exc:
+            _notify_error(f"f-BRS cannot commit into {name!r}: {exc}")
+            self._refresh_objects_choices()
+            return
+        self._objects = layer
+        self._update_buttons()
+
+    def _on_contrast(self, event: Any = None) -> None:
+        if self._session is not None and self._image_layer is not None:
+            self._session.contrast_limits = tuple(self._image_layer.contrast_limits)
+
+    def _apply_default_polarity(self, *_: Any) -> None:
+        if self._points is not None:
+            self._points.feature_defaults = {
+                "positive": bool(self.default_positive_check.isChecked())
+            }
+
+    # ==================================================================== slices
+    def _compute_key(self) -> SliceKey:
+        session = self._session
+        if session is None or not session.stack_shape:
+            return ()
+        n = len(session.stack_shape)
+        data = self._image_layer.world_to_data(np.asarray(self.viewer.dims.point))
+        return tuple(
+            int(np.clip(np.round(v), 0, size - 1))
+            for v, size in zip(np.asarray(data)[:n], session.stack_shape, strict=True)
+        )
+
+    def _on_step(self, event: Any = None) -> None:
+        if self._session is None:
+            return
+        key = self._compute_key()
+        if key != self._key:
+            self._key = key
+            self._finish_pending = False
+            self._update_buttons()
+            self._schedule()
+
+    def _goto(self, key: SliceKey) -> None:
+        """Show slice ``key`` (after an undo/redo elsewhere)."""
+        if not key or key == self._key or self._image_layer is None:
+            return
+        layer = self._image_layer
+        position = list(key) + [0.0] * len(self._session.spatial_shape)
+        world = np.asarray(layer.data_to_world(position))
+        offset = self.viewer.dims.ndim - layer.ndim
+        for i in range(len(key)):
+            self.viewer.dims.set_point(offset + i, float(world[i]))
+
+    # ==================================================================== input
+    def _on_mouse(self, viewer: Any, event: Any) -> Iterator[None]:
+        """Viewer drag callback: a click (press and release without moving) adds a click."""
+        if (
+            self._session is None
+            or not self.canvas_check.isChecked()
+            or event.button not in (1, 2)
+            or viewer.dims.ndisplay != 2
+        ):
+            return
+        active = viewer.layers.selection.active
+        if active is not None and str(getattr(active, "mode", "pan_zoom")) != "pan_zoom":
+            return  # the user is working with a layer tool
+        start = np.asarray(event.pos, dtype=float)
+        position = tuple(event.position)
+        button = event.button
+        shift = "Shift" in event.modifiers
+        other_modifiers = any(m != "Shift" for m in event.modifiers)
+        displayed = tuple(event.dims_displayed)
+        yield
+        while event.type == "mouse_move":
+            if np.hypot(*(np.asarray(event.pos, dtype=float) - start)) > CLICK_TOLERANCE_PX:
+                return  # a drag (pan): not a click
+            yield
+        if other_modifiers:
+            return
+        self._canvas_click(position, positive=(button == 1 and not shift), displayed=displayed)
+
+    def _canvas_click(
+        self, position: tuple[float, ...], positive: bool, displayed: tuple[int, ...] | None = None
+    ) -> bool:
+        """Add a click at a world ``position`` (a canvas click)."""
+        session = self._session
+        layer = self._image_layer
+        if session is None or layer is None:
+            return False
+        ndim = self.viewer.dims.ndim
+        if displayed is not None and tuple(displayed) != (ndim - 2, ndim - 1):
+            _notify_warning(
+                "f-BRS segments the image's last two axes: show them (no "
+                "transposed or 3D view) to click."
+            )
+            return False
+        data = np.asarray(layer.world_to_data(position), dtype=float)
+        n = len(session.stack_shape)
+        y, x = float(data[n]), float(data[n + 1])
+        key = tuple(int(np.round(v)) for v in data[:n])
+        try:
+            session.check_key(key)
+        except ValueError:
+            return False
+        if not session.click_inside(y, x):
+            return False  # outside the image: ignore, as napari's tools do
+        return self.add_click(y, x, positive, key=key)
+
+    def _on_points_data(self, event: Any = None) -> None:
+        """Edits of the clicks layer with napari's tools (add, move, delete)."""
+        if self._guard or self._session is None:
+            return
+        action = str(getattr(event, "action", "changed")) if event is not None else "changed"
+        if action in ("adding", "removing", "changing"):
+            return
+        points = self._points
+        data = np.asarray(points.data, dtype=float)
+        features = points.features
+        positive = (
+            np.asarray(features["positive"], dtype=bool)
+            if "positive" in features and len(features) == len(data)
+            else np.ones(len(data), dtype=bool)
+        )
+        session = self._session
+        n = len(session.stack_shape)
+        mapping: dict[SliceKey, list[SessionClick]] = {}
+        rejected = 0
+        for row, pos in zip(data, positive, strict=True):
+            key = tuple(int(np.round(v)) for v in row[:n])
+            y, x = float(row[n]), float(row[n + 1])
+            try:
+                session.check_key(key)
+            except ValueError:
+                rejected += 1
+                continue
+            if not session.click_inside(y, x):
+                rejected += 1
+                continue
+            mapping.setdefault(key, []).append(SessionClick(y, x, bool(pos)))
+        changed = session.set_all_clicks(mapping)
+        if rejected:
+            _notify_warning(f"f-BRS: {rejected} click(s) outside the image were removed.")
+            self._write_points()
+        if changed:
+            self._after_change(Change(tuple(changed), False, "click edit"), write_points=False)
+
+    def _import_points(self) -> None:
+        """Take over clicks already in a reused clicks layer (no undo step)."""
+        if len(self._points.data):
+            self._on_points_data(None)
+            self._session.clear_history()  # the import is not an undo step
+
+    def _write_points(self) -> None:
+        """Show the session's clicks in the clicks layer."""
+        session = self._session
+        points = self._points
+        if session is None or points is None:
+            return
+        ndim = len(session.labels_shape)
+        rows: list[list[float]] = []
+        positive: list[bool] = []
+        for key, clicks in session.all_clicks().items():
+            for c in clicks:
+                rows.append([*key, c.y, c.x])
+                positive.append(c.positive)
+        data = np.asarray(rows, dtype=float).reshape(-1, ndim)
+        with self._guarding():
+            points.selected_data = set()
+            points.data = data
+            points.features = {"positive": np.asarray(positive, dtype=bool)}
+            self._apply_default_polarity()
+            points.refresh()
+
+    # ==================================================================== changes
+    def _after_change(self, change: Change, write_points: bool = True) -> None:
+        self._schedule()  # first, so the worker runs while the layers are updated
+        if write_points:
+            self._write_points()
+        self._render(change.keys)
+        if change.labels:
+            self._write_objects()
+        self._update_buttons()
+
+    def _render(self, keys: Any, clear: bool = False) -> None:
+        """Draw the previews of slices ``keys`` into the current layer (skipping those
+        that already show their probability map at the current threshold)."""
+        session = self._session
+        current = self._current
+        if session is None or current is None:
+            return
+        data = current.data
+        if clear:
+            data[...] = 0
+            self._shown.clear()
+        changed = False
+        for key in keys:
+            prob = session.prob(key)
+            shown = self._shown.get(key)
+            if prob is None and shown is None and not clear:
+                continue
+            if prob is not None and shown is not None and shown[0] is prob:
+                if shown[1] == session.prob_thresh:
+                    continue
+            plane = data[key] if key else data
+            if prob is None:
+                plane[...] = 0
+                self._shown.pop(key, None)
+            else:
+                np.greater_equal(prob, session.prob_thresh, out=plane, casting="unsafe")
+                self._shown[key] = (prob, session.prob_thresh)  # holds prob: `is` is safe
+            changed = True
+        if changed or clear:
+            current.refresh()
+
+    def _render_all(self) -> None:
+        if self._session is not None:
+            self._render(self._session.preview_keys(), clear=True)
+
+    def _write_objects(self) -> None:
+        labels = self._session.labels
+        with self._guarding():
+            if self._objects.data is not labels:
+                self._objects.data = labels  # a dtype promotion made a new array
+                self._session.set_labels(self._objects.data, keep_history=True)
+            else:
+                self._objects.refresh()
+
+    def _on_threshold(self, value: int) -> None:
+        thresh = value / 100.0
+        self.thresh_label.setText(f"{thresh:.2f}")
+        self._settings = replace(self._settings, prob_thresh=thresh)
+        if self._session is not None:
+            self._session.prob_thresh = thresh
+            self._render_all()
+
+    def _history_step(self, undo: bool) -> bool:
+        session = self._require_session()
+        if session is None:
+            return False
+        self._finish_pending = False
+        self._adopt_objects_layer()
+        try:
+            change = session.undo() if undo else session.redo()
+        except Exception as exc:
+            _notify_error(f"f-BRS {'undo' if undo else 'redo'} failed: {exc}")
+            return False
+        if change is None:
+            self._set_status(f"Nothing to {'undo' if undo else 'redo'}.")
+            return False
+        self._set_status(change.description.capitalize() + ".")
+        if self._key not in change.keys and change.keys:
+            self._goto(change.keys[0])
+        self._after_change(change)
+        return True
+
+    def _commit_now(self) -> int | None:
+        session = self._session
+        self._finish_pending = False
+        self._adopt_objects_layer()
+        label = None
+        if self.selected_label_check.isChecked():
+            label = int(self._objects.selected_label)
+        try:
+            info = session.commit(
+                self._key, label=label, overwrite=self.overwrite_check.isChecked()
+            )
+        except (ValueError, TypeError, OverflowError) as exc:
+            _notify_warning(f"f-BRS: {exc}")
+            return None
+        self._after_change(Change((self._key,), True, "commit"))
+        note = (
+            f" (the objects layer became {session.labels.dtype})"
+            if info.promoted_from is not None
+            else ""
+        )
+        self._set_status(f"Object {info.label} written: {info.n_pixels} pixels{note}.")
+        return info.label
+
+    # ==================================================================== prediction
+    def _schedule(self) -> None:
+        """Predict the current slice if its preview is out of date (one job at a time)."""
+        session = self._session
+        if session is None or self._closed:
+            return
+        if self._running:
+            self._rerun = True  # a stale running job stops through its cancel callback
+            return
+        request = session.request(self._key)
+        if request is None:
+            if self._finish_pending and session.is_up_to_date(self._key):
+                self._commit_now()
+            self._render([self._key])
+            self._update_buttons()
+            return
+        self._running = True
+        self._set_busy(True)
+        if self.synchronous:
+            try:
+                result = session.compute(request)
+            except Exception as exc:
+                self._on_error(request, exc)
+            else:
+                self._on_result(result)
+            self._on_done()
+            return
+        from napari.qt.threading import thread_worker
+
+        worker = thread_worker(session.compute, start_thread=False, ignore_errors=True)(request)
+        worker.returned.connect(self._on_result)
+        worker.errored.connect(lambda exc, req=request: self._on_error(req, exc))
+        worker.finished.connect(self._on_done)
+        self._worker = worker
+        worker.start()
+
+    def _on_result(self, result: PredictionResult | None) -> None:
+        session = self._session
+        if session is None or result is None or self._closed:
+            return
+        if not session.apply(result):
+            return
+        self._render([result.key])
+        self.applied_log.append(
+            (result.key, len(result.request.clicks), time.perf_counter(), result.seconds)
+        )
+        n = len(result.request.clicks)
+        self._set_status(
+            f"{n} click{'s' if n != 1 else ''}: "
+            f"{int(session.mask(result.key).sum())} pixels in the preview."
+        )
+        if self._finish_pending and result.key == self._key and session.is_up_to_date(self._key):
+            self._commit_now()
+        self._update_buttons()
+
+    def _finish_propagation(self, request: Any, volume: np.ndarray) -> int | None:
+        session = self._session
+        if session is None or self._closed:
+            return None
+        if session.is_stale(request):
+            self._set_status("Propagation dropped: the object changed meanwhile.")
+            return None
+        self._adopt_objects_layer()
+        label = int(self._objects.selected_label) if self.selected_label_check.isChecked() else None
+        try:
+            info = session.commit_propagation(
+                request, volume, label=label, overwrite=self.overwrite_check.isChecked()
+            )
+        except (ValueError, TypeError, OverflowError) as exc:
+            _notify_warning(f"f-BRS: {exc}")
+            return None
+        self._after_change(Change((request.key,), True, "propagation"))
+        slices = int(np.count_nonzero(volume.any(axis=(1, 2))))
+        self._set_status(
+            f"Object {info.label} written on {slices} slices ({info.n_pixels} pixels)."
+        )
+        return info.label
+
+    def _on_propagation_error(self, exc: BaseException) -> None:
+        message = str(exc) or type(exc).__name__
+        self._set_status(f"Propagation failed: {message}")
+        _notify_error(f"f-BRS propagation failed: {message}")
+
+    def _on_error(self, request: PredictionRequest, exc: BaseException) -> None:
+        self._finish_pending = False
+        session = self._session
+        if session is not None and not self._closed:
+            try:
+                change = session.rollback(request)
+            except Exception:  # pragma: no cover - never leave an error unreported
+                change = None
+            if change is not None:
+                self._write_points()
+                self._render(change.keys)
+                self._update_buttons()
+        message = str(exc) or type(exc).__name__
+        self._set_status(f"Prediction failed: {message}")
+        _notify_error(f"f-BRS prediction failed: {message}")
+
+    def _on_done(self) -> None:
+        self._running = False
+        self._worker = None
+        self._set_busy(False)
+        self._rerun = False
+        if not self._closed:
+            self._schedule()
+
+    # ==================================================================== models
+    def _make_predictor(self) -> Predictor:
+        """Predictor factory of the session (runs on the worker thread)."""
+        s = self._settings
+        net = self._load_net(s.model, s.device)
+        from napari_fbrs.core.predictor import Predictor
+        from napari_fbrs.core.transforms import ZoomIn
+
+        zoom = (
+            ZoomIn(
+                target_size=s.zoom_target_size,
+                skip_clicks=s.zoom_skip_clicks,
+                expansion_ratio=s.zoom_expansion_ratio,
+            )
+            if s.zoom_in
+            else None
+        )
+        return Predictor(
+            net,
+            mode=s.mode,
+            device=s.device,
+            with_flip=s.with_flip,
+            zoom_in=zoom,
+            prob_thresh=s.prob_thresh,
+            max_size=s.max_size or None,
+            lbfgs_maxfun=s.lbfgs_maxfun,
+            net_clicks_limit=s.net_clicks or None,
+        )
+
+    def _load_net(self, model: Any, device: str) -> Any:
+        """The network for ``model`` on ``device``, loaded once (any thread)."""
+        if not isinstance(model, (str, Path)):
+            return model  # a network object
+        cache_key = (_model_key(model), device)
+        with self._net_lock:
+            net = self._nets.get(cache_key)
+            if net is not None:
+                return net
+            from napari_fbrs.core.models.registry import load_model
+
+            path: Any = model
+            if isinstance(model, str) and model in zoo.CHECKPOINTS:
+                info = zoo.CHECKPOINTS[model]
+
+                def progress(done: int, total: int) -> None:
+                    pct = f" {100 * done / total:.0f}%" if total else ""
+                    self._bridge.model_message.emit(f"Downloading {model}...{pct}", False)
+
+                path = zoo.checkpoint_path(model, download=True, progress=progress)
+                if not info.bundled:
+                    self._bridge.model_message.emit(f"{model}: cached at {path}", False)
+            net = load_model(path, device=device)
+            self._nets.clear()  # keep one network in memory
+            self._nets[cache_key] = net
+            return net
+
+    def _on_model_choice(self, *_: Any) -> None:
+        self._settings = self._read_settings()
+        self._update_model_status()
+        if not self.synchronous:
+            self._warm_up()
+
+    def _open_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Open an f-BRS checkpoint",
+            str(Path.home()),
+            "Checkpoints (*.pth *.pt);;All files (*)",
+        )
+        if path:
+            self.set_model(path)
+
+    def _show_model_message(self, text: str, is_error: bool) -> None:
+        self.model_status.setText(text)
+        self.model_status.setStyleSheet("color: #e04040;" if is_error else "")
+
+    def _model_problem(self) -> str | None:
+        """Why the selected model cannot be used right now (``None``: it can, maybe after
+        a download)."""
+        model = self._settings.model
+        if isinstance(model, Path):
+            return None if model.is_file() else f"The checkpoint file {model} does not exist."
+        if isinstance(model, str) and model in zoo.CHECKPOINTS:
+            info = zoo.CHECKPOINTS[model]
+            if info.bundled:
+                try:
+                    zoo.checkpoint_path(model, download=False)
+                except FileNotFoundError as exc:
+                    return (
+                        f"The bundled model {model!r} is not installed: {exc}. Choose "
+                        "another model, or open a checkpoint file."
+                    )
+        return None
+
+    def _update_model_status(self, *_: Any) -> None:
+        model = self._settings.model
+        problem = self._model_problem()
+        if problem is not None:
+            self._show_model_message(problem, True)
+            return
+        if isinstance(model, str) and model in zoo.CHECKPOINTS:
+            info = zoo.CHECKPOINTS[model]
+            if info.bundled:
+                text = f"{model}: {info.description}"
+            else:
+                try:
+                    path = zoo.checkpoint_path(model, download=False)
+                    text = f"{model}: cached at {path}"
+                except FileNotFoundError:
+                    text = (
+                        f"{model}: downloaded on first use (~{info.size_mb:.0f} MB) into "
+                        f"{zoo.cache_dir()} (set NAPARI_FBRS_CACHE to change it)."
+                    )
+        elif isinstance(model, Path):
+            text = f"Checkpoint file {model}"
+        else:
+            text = f"In-memory network {type(model).__name__}"
+        self._show_model_message(text, False)
+
+    def _warm_up(self) -> None:
+        """Import torch and load the model in the background, so the first click is fast."""
+        if self.synchronous or self._closed or self._model_problem() is not None:
+            return
+        model = self._settings.model
+        if isinstance(model, str) and model in zoo.CHECKPOINTS:
+            if not zoo.CHECKPOINTS[model].bundled:
+                try:
+                    zoo.checkpoint_path(model, download=False)
+                except FileNotFoundError:
+                    return  # no download before the user clicks
+        from napari.qt.threading import thread_worker
+
+        def load() -> None:
+            self._load_net(model, self._settings.device)
+            import napari_fbrs.core.predictor  # noqa: F401
+
+        worker = thread_worker(load, start_thread=False, ignore_errors=True)()
+        worker.errored.connect(
+            lambda exc: self._show_model_message(f"The model could not be loaded: {exc}", True)
+        )
+        worker.start()

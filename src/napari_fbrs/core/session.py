@@ -1,0 +1,1098 @@
+"""Qt-free state of an interactive segmentation session on an image or an nD stack.
+
+A :class:`SegmentationSession` is what the napari widget wraps, and what a script can use
+directly on arrays. It holds
+
+* the image: ``(..., H, W)`` grey or ``(..., H, W, C)`` RGB(A) (``rgb=True``); the last two
+  (non-channel) axes are spatial, every leading axis indexes a *slice*, identified by its
+  **key**, the tuple of leading indices (``()`` for a 2D image);
+* per slice, the *current object*: its clicks ``(y, x, positive)`` (``y, x`` = napari
+  ``(row, col)`` in image pixels), its predictor (made on demand by ``predictor_factory``)
+  and its last probability map;
+* the labels array the objects are committed into, ``(..., H, W)`` integer (the image's
+  shape without the channel axis);
+* one linear undo/redo history of click edits and commits.
+
+Prediction is split so that the slow part can run on a worker thread while the caller
+keeps its event loop responsive::
+
+    req = session.request(key)          # main thread: snapshot, or None if up to date
+    res = session.compute(req)          # any thread: runs the predictor; None if stale
+    session.apply(res)                  # main thread: stores the result unless stale
+
+A request is *stale* as soon as the slice's clicks differ from the ones it was made for
+(a newer click supersedes it): the predictor's cancel callback then stops the L-BFGS loop
+early, ``compute`` returns ``None`` and drops the half-optimised state, and ``apply``
+refuses stale results. :meth:`predict` does all three steps in the calling thread.
+
+Commits write the current object's mask into the labels array with the next free id (or
+a given one), only over background unless ``overwrite=True``, and promote the array's
+dtype (``uint8 -> uint16 -> ...``) instead of letting ids wrap around. Every error is
+raised before anything is modified.
+
+Nothing here imports napari, Qt or torch (the predictor factory does, when called).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from napari_fbrs.core.predictor import Predictor
+
+__all__ = [
+    "Change",
+    "CommitInfo",
+    "PredictionRequest",
+    "PredictionResult",
+    "PropagationRequest",
+    "SegmentationSession",
+    "SessionClick",
+    "SliceKey",
+    "promoted_dtype",
+]
+
+#: Leading (non-spatial) indices of a slice; ``()`` for a 2D image.
+SliceKey = tuple[int, ...]
+
+
+class SessionClick(NamedTuple):
+    """One click of the session.
+
+    Attributes
+    ----------
+    y, x : float
+        Row and column in image pixels (napari ``(row, col)``).
+    positive : bool
+        ``True``: object, ``False``: background.
+    """
+
+    y: float
+    x: float
+    positive: bool = True
+
+
+Clicks = tuple[SessionClick, ...]
+
+
+@dataclass(eq=False)
+class _Object:
+    """The object being segmented on one slice (identity matters, not value)."""
+
+    clicks: Clicks = ()
+    prob: np.ndarray | None = None  # (H, W) float32 of ``prob_clicks``
+    prob_clicks: Clicks = ()
+    predictor: Any = None
+    # the predictor's redo stack ends with a state whose optimisation was cut short
+    redo_dirty: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class PredictionRequest:
+    """A snapshot of what to predict: the clicks of one slice's current object.
+
+    Attributes
+    ----------
+    key : SliceKey
+        The slice.
+    clicks : tuple of SessionClick
+        The clicks to predict for, oldest first.
+    """
+
+    key: SliceKey
+    clicks: Clicks
+    obj: _Object = field(repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class PropagationRequest:
+    """A snapshot of an object to carry through the stack.
+
+    Attributes
+    ----------
+    key : SliceKey
+        The start slice.
+    clicks : tuple of SessionClick
+        The object's clicks (the request is stale once they change).
+    axis : int
+        The leading axis walked (index into ``stack_shape``).
+    mask : numpy.ndarray
+        ``(H, W)`` bool, the object on the start slice.
+    """
+
+    key: SliceKey
+    clicks: Clicks
+    obj: _Object = field(repr=False)
+    axis: int = 0
+    mask: np.ndarray = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class PredictionResult:
+    """What :meth:`SegmentationSession.compute` produced for a request.
+
+    Attributes
+    ----------
+    request : PredictionRequest
+        The request it answers.
+    prob : numpy.ndarray
+        ``(H, W)`` float32 in ``[0, 1]``.
+    seconds : float
+        Time :meth:`SegmentationSession.compute` took (making the predictor included).
+    """
+
+    request: PredictionRequest
+    prob: np.ndarray
+    seconds: float = 0.0
+
+    @property
+    def key(self) -> SliceKey:
+        return self.request.key
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """What a commit (or its redo) wrote.
+
+    Attributes
+    ----------
+    key : SliceKey
+        The slice.
+    label : int
+        The id written.
+    n_pixels : int
+        Pixels that now hold ``label`` because of the commit.
+    promoted_from : numpy.dtype or None
+        The labels array's dtype before, when it had to be widened for ``label``.
+    """
+
+    key: SliceKey
+    label: int
+    n_pixels: int
+    promoted_from: np.dtype | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """What an undo, a redo or an edit changed, for a UI to refresh.
+
+    Attributes
+    ----------
+    keys : tuple of SliceKey
+        Slices whose clicks (and so preview) changed.
+    labels : bool
+        Whether the labels array changed (values, or the array itself after a dtype
+        promotion: re-read :attr:`SegmentationSession.labels`).
+    description : str
+        One line for a status bar, e.g. ``"undo: commit of label 3"``.
+    """
+
+    keys: tuple[SliceKey, ...]
+    labels: bool
+    description: str
+
+
+# -- history entries ----------------------------------------------------------------------
+@dataclass(eq=False)
+class _ClicksEdit:
+    key: SliceKey
+    before: Clicks
+    after: Clicks
+
+    def describe(self) -> str:
+        n0, n1 = len(self.before), len(self.after)
+        if n1 == n0 + 1 and self.after[:n0] == self.before:
+            return "click"
+        if n1 == 0:
+            return "reset of the clicks"
+        return "click edit"
+
+
+@dataclass(eq=False)
+class _Group:
+    entries: tuple[_ClicksEdit, ...]
+
+    def describe(self) -> str:
+        return "click edits"
+
+
+@dataclass(eq=False)
+class _Commit:
+    key: SliceKey
+    label: int
+    where: tuple[np.ndarray, ...]  # (N,) intp per labels axis: the pixels written
+    old_values: np.ndarray  # (N,) what was there, labels' dtype before the commit
+    promoted_from: np.dtype | None
+    promoted_to: np.dtype | None
+    obj: _Object  # the committed object (restored by undo)
+    fresh: _Object  # the empty object that replaced it (restored by redo)
+
+    propagated: bool = False
+
+    def describe(self) -> str:
+        what = "propagation" if self.propagated else "commit"
+        return f"{what} of label {self.label}"
+
+
+_Entry = Any  # _ClicksEdit | _Group | _Commit
+
+
+def promoted_dtype(dtype: np.dtype | type, value: int) -> np.dtype:
+    """The smallest integer dtype of ``dtype``'s kind, at least as wide, that holds ``value``.
+
+    Parameters
+    ----------
+    dtype : numpy dtype
+        An integer (or bool) labels dtype.
+    value : int
+        A non-negative label id.
+
+    Returns
+    -------
+    numpy.dtype
+        ``dtype`` itself when ``value`` fits, else the next wider one (``uint8 -> uint16
+        -> uint32 -> uint64``, ``int8 -> int16 -> ...``; bool is treated as ``uint8``).
+
+    Raises
+    ------
+    TypeError
+        ``dtype`` is not an integer or bool dtype.
+    OverflowError
+        ``value`` does not fit even the widest integer.
+    """
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        if value <= 1:
+            return dtype
+        dtype = np.dtype(np.uint8)
+    if dtype.kind not in "iu":
+        raise TypeError(f"labels must have an integer dtype, got {dtype}")
+    widths = [np.dtype(f"{dtype.kind}{n}") for n in (1, 2, 4, 8)]
+    for candidate in widths:
+        if candidate.itemsize >= dtype.itemsize and np.iinfo(candidate).max >= value:
+            return candidate
+    raise OverflowError(f"label {value} does not fit any {dtype.kind}-integer dtype")
+
+
+def _clamped(click: SessionClick, shape: tuple[int, int]) -> tuple[float, float, bool]:
+    """The click as the predictor stores it (clamped onto the pixel grid)."""
+    h, w = shape
+    return (
+        min(max(float(click.y), 0.0), h - 1.0),
+        min(max(float(click.x), 0.0), w - 1.0),
+        bool(click.positive),
+    )
+
+
+class _CancelProbe:
+    """Cancel callback for one request that remembers whether it ever fired."""
+
+    def __init__(self, stale: Callable[[], bool]):
+        self._stale = stale
+        self.fired = False
+
+    def __call__(self) -> bool:
+        if self._stale():
+            self.fired = True
+        return self.fired
+
+
+class SegmentationSession:
+    """Interactive segmentation state of one image or stack (see the module docstring).
+
+    Parameters
+    ----------
+    image : array-like
+        ``(..., H, W)`` grey or, with ``rgb=True``, ``(..., H, W, C)`` with ``C`` in
+        ``{3, 4}``; any numeric dtype. Lazy arrays (dask, zarr) are read one slice at a
+        time, when that slice's predictor is made.
+    rgb : bool
+        Whether the last axis holds colour channels.
+    labels : numpy.ndarray, optional
+        Integer array of shape :attr:`labels_shape` to commit objects into (it is written
+        in place unless its dtype must be widened). Default: zeros, ``uint32``.
+    predictor_factory : callable, optional
+        ``factory() -> Predictor`` (an unconfigured predictor, no image set); called once
+        per object, on the thread that runs :meth:`compute`, so predictor settings take
+        effect from the next object. Required before the first prediction.
+    contrast_limits : (low, high), optional
+        Intensity window passed to ``Predictor.set_image`` (napari's contrast limits).
+    prob_thresh : float
+        Threshold of the preview masks and of commits; changing it re-thresholds without
+        recomputing.
+    max_live_predictors : int
+        Predictors (each holding a copy of its slice) kept alive; an evicted object
+        replays its clicks when it is predicted again.
+    max_history : int
+        Undo steps kept.
+
+    Examples
+    --------
+    >>> s = SegmentationSession(image, predictor_factory=lambda: Predictor(net))  # doctest: +SKIP
+    >>> s.add_click(120, 200, positive=True)                                     # doctest: +SKIP
+    >>> prob = s.predict()                                                       # doctest: +SKIP
+    >>> info = s.commit()                  # writes label 1 into s.labels        # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        image: Any,
+        *,
+        rgb: bool = False,
+        labels: np.ndarray | None = None,
+        predictor_factory: Callable[[], Predictor] | None = None,
+        contrast_limits: Sequence[float] | None = None,
+        prob_thresh: float = 0.49,
+        max_live_predictors: int = 4,
+        max_history: int = 1000,
+    ):
+        shape = tuple(int(s) for s in image.shape)
+        if rgb:
+            if len(shape) < 3 or shape[-1] not in (3, 4):
+                raise ValueError(f"an RGB image needs a last axis of 3 or 4, got shape {shape}")
+            spatial_shape = shape[-3:-1]
+            stack_shape = shape[:-3]
+        else:
+            if len(shape) < 2:
+                raise ValueError(f"the image needs at least two axes, got shape {shape}")
+            spatial_shape = shape[-2:]
+            stack_shape = shape[:-2]
+        if min(spatial_shape) < 1:
+            raise ValueError(f"the image is empty (shape {shape})")
+        self._image = image
+        self.rgb = bool(rgb)
+        self.stack_shape: tuple[int, ...] = stack_shape
+        self.spatial_shape: tuple[int, int] = (int(spatial_shape[0]), int(spatial_shape[1]))
+        self.predictor_factory = predictor_factory
+        self.contrast_limits = None if contrast_limits is None else tuple(contrast_limits)
+        self.prob_thresh = prob_thresh
+        self.max_live_predictors = max(1, int(max_live_predictors))
+        self.max_history = max(1, int(max_history))
+        self._labels: np.ndarray = (
+            np.zeros(self.labels_shape, dtype=np.uint32) if labels is None else labels
+        )
+        self._check_labels(self._labels)
+        self._objects: dict[SliceKey, _Object] = {}
+        self._done: list[_Entry] = []
+        self._undone: list[_Entry] = []
+        self._lock = threading.RLock()  # one predictor computation at a time
+        self._live: list[_Object] = []  # objects holding a predictor, oldest first
+
+    # -- shapes and settings ----------------------------------------------------------------
+    @property
+    def image(self) -> Any:
+        """The image array the session segments (as given)."""
+        return self._image
+
+    @property
+    def labels_shape(self) -> tuple[int, ...]:
+        """Shape of the labels array: ``stack_shape + (H, W)``."""
+        return self.stack_shape + self.spatial_shape
+
+    @property
+    def prob_thresh(self) -> float:
+        """Threshold of the masks (``prob >= prob_thresh``), in ``(0, 1)``."""
+        return self._prob_thresh
+
+    @prob_thresh.setter
+    def prob_thresh(self, value: float) -> None:
+        value = float(value)
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"prob_thresh must lie in (0, 1), got {value}")
+        self._prob_thresh = value
+
+    def check_key(self, key: Iterable[int]) -> SliceKey:
+        """Validate a slice key and return it as a tuple of ints.
+
+        Raises
+        ------
+        ValueError
+            Wrong length or an index outside the stack.
+        """
+        key = tuple(int(k) for k in key)
+        if len(key) != len(self.stack_shape):
+            raise ValueError(
+                f"a slice key needs {len(self.stack_shape)} indices for a stack of shape "
+                f"{self.stack_shape}, got {key}"
+            )
+        for k, n in zip(key, self.stack_shape, strict=True):
+            if not 0 <= k < n:
+                raise ValueError(f"slice {key} lies outside the stack of shape {self.stack_shape}")
+        return key
+
+    def click_inside(self, y: float, x: float) -> bool:
+        """Whether ``(y, x)`` is finite and inside the image as napari draws it.
+
+        Pixel ``i`` covers ``[i - 0.5, i + 0.5)``.
+        """
+        h, w = self.spatial_shape
+        y, x = float(y), float(x)
+        return bool(
+            np.isfinite(y) and np.isfinite(x) and -0.5 <= y < h - 0.5 and -0.5 <= x < w - 0.5
+        )
+
+    def _make_click(self, y: float, x: float, positive: bool) -> SessionClick:
+        if not self.click_inside(y, x):
+            h, w = self.spatial_shape
+            raise ValueError(f"click (y={y}, x={x}) lies outside the image of shape ({h}, {w})")
+        return SessionClick(float(y), float(x), bool(positive))
+
+    def image_slice(self, key: SliceKey = ()) -> np.ndarray:
+        """The image of one slice: ``(H, W)`` or ``(H, W, C)``, as a numpy array."""
+        key = self.check_key(key)
+        return np.asarray(self._image[key] if key else self._image)
+
+    # -- clicks -----------------------------------------------------------------------------
+    def _obj(self, key: SliceKey) -> _Object:
+        obj = self._objects.get(key)
+        if obj is None:
+            obj = self._objects[key] = _Object()
+        return obj
+
+    def clicks(self, key: SliceKey = ()) -> list[SessionClick]:
+        """The current object's clicks on slice ``key``, oldest first."""
+        obj = self._objects.get(self.check_key(key))
+        return list(obj.clicks) if obj is not None else []
+
+    def all_clicks(self) -> dict[SliceKey, list[SessionClick]]:
+        """Clicks of every slice that has some, keys in ascending order."""
+        return {k: list(o.clicks) for k, o in sorted(self._objects.items()) if o.clicks}
+
+    def add_click(self, y: float, x: float, positive: bool = True, key: SliceKey = ()) -> None:
+        """Add a click to slice ``key`` (an undo step). No prediction runs.
+
+        Parameters
+        ----------
+        y, x : float
+            Row and column in image pixels.
+        positive : bool
+            Object (``True``) or background (``False``).
+        key : SliceKey
+            The slice.
+
+        Raises
+        ------
+        ValueError
+            Outside the image or the stack; nothing changes.
+        """
+        key = self.check_key(key)
+        click = self._make_click(y, x, positive)
+        obj = self._obj(key)
+        self._record(_ClicksEdit(key, obj.clicks, obj.clicks + (click,)))
+
+    def set_clicks(self, key: SliceKey, clicks: Iterable[Sequence[Any]]) -> bool:
+        """Replace the clicks of slice ``key`` (an undo step if they differ).
+
+        Parameters
+        ----------
+        key : SliceKey
+            The slice.
+        clicks : iterable of (y, x, positive)
+            The new clicks, oldest first.
+
+        Returns
+        -------
+        bool
+            Whether anything changed.
+        """
+        return bool(self.set_all_clicks({key: clicks}, only_given=True))
+
+    def set_all_clicks(
+        self, clicks: Mapping[SliceKey, Iterable[Sequence[Any]]], only_given: bool = False
+    ) -> list[SliceKey]:
+        """Replace the clicks of many slices at once (one undo step).
+
+        Parameters
+        ----------
+        clicks : mapping of SliceKey to iterable of (y, x, positive)
+            New clicks per slice.
+        only_given : bool
+            Leave slices absent from ``clicks`` alone; by default they are emptied (the
+            mapping describes every click, e.g. a napari Points layer).
+
+        Returns
+        -------
+        list of SliceKey
+            The slices whose clicks changed.
+
+        Raises
+        ------
+        ValueError
+            A click outside the image or a key outside the stack; nothing changes.
+        """
+        new: dict[SliceKey, Clicks] = {}
+        for key, items in clicks.items():
+            key = self.check_key(key)
+            new[key] = tuple(self._make_click(*c) for c in items)
+        if not only_given:
+            for key, obj in self._objects.items():
+                if key not in new and obj.clicks:
+                    new[key] = ()
+        edits = [
+            _ClicksEdit(key, self._obj(key).clicks, value)
+            for key, value in sorted(new.items())
+            if self._obj(key).clicks != value
+        ]
+        if len(edits) == 1:
+            self._record(edits[0])
+        elif edits:
+            self._record(_Group(tuple(edits)))
+        return [e.key for e in edits]
+
+    def reset_clicks(self, key: SliceKey = ()) -> bool:
+        """Remove every click of slice ``key`` (an undo step); returns whether any existed."""
+        key = self.check_key(key)
+        obj = self._objects.get(key)
+        if obj is None or not obj.clicks:
+            return False
+        self._record(_ClicksEdit(key, obj.clicks, ()))
+        return True
+
+    # -- prediction -------------------------------------------------------------------------
+    def prob(self, key: SliceKey = ()) -> np.ndarray | None:
+        """Last computed ``(H, W)`` float32 probability map of slice ``key`` (or ``None``).
+
+        It belongs to the clicks of the last applied prediction; see :meth:`is_up_to_date`.
+        """
+        obj = self._objects.get(self.check_key(key))
+        return None if obj is None or not obj.clicks else obj.prob
+
+    def mask(self, key: SliceKey = ()) -> np.ndarray | None:
+        """``(H, W)`` bool preview mask of slice ``key`` (``prob >= prob_thresh``) or ``None``."""
+        prob = self.prob(key)
+        return None if prob is None else prob >= self._prob_thresh
+
+    def preview_keys(self) -> list[SliceKey]:
+        """Slices that have a preview (clicks and a computed probability map)."""
+        return [k for k, o in sorted(self._objects.items()) if o.clicks and o.prob is not None]
+
+    def is_up_to_date(self, key: SliceKey = ()) -> bool:
+        """Whether slice ``key``'s preview belongs to its current clicks."""
+        obj = self._objects.get(self.check_key(key))
+        return (
+            obj is None
+            or not obj.clicks
+            or (obj.prob is not None and obj.prob_clicks == obj.clicks)
+        )
+
+    def predictor(self, key: SliceKey = ()) -> Predictor | None:
+        """The predictor of slice ``key``'s current object (``None`` until its first prediction).
+
+        Do not call it while a :meth:`compute` runs on another thread.
+        """
+        obj = self._objects.get(self.check_key(key))
+        return None if obj is None else obj.predictor
+
+    def request(self, key: SliceKey = ()) -> PredictionRequest | None:
+        """Snapshot what slice ``key`` needs predicted (main thread).
+
+        Returns
+        -------
+        PredictionRequest or None
+            ``None`` when the preview is up to date; a slice without clicks gets its
+            preview cleared and needs nothing.
+        """
+        key = self.check_key(key)
+        obj = self._obj(key)
+        if not obj.clicks:
+            obj.prob, obj.prob_clicks = None, ()
+            return None
+        if obj.prob is not None and obj.prob_clicks == obj.clicks:
+            return None
+        return PredictionRequest(key, obj.clicks, obj)
+
+    def is_stale(self, request: PredictionRequest | PropagationRequest) -> bool:
+        """Whether ``request`` no longer describes its slice (clicks changed or committed)."""
+        return (
+            self._objects.get(request.key) is not request.obj
+            or request.obj.clicks != request.clicks
+        )
+
+    def compute(self, request: PredictionRequest) -> PredictionResult | None:
+        """Run the predictor for ``request``; safe to call from a worker thread.
+
+        The object's predictor is made on first use (``predictor_factory`` then
+        ``set_image`` with the slice) and brought to the requested clicks by undo, redo
+        and ``add_click``, so a click costs one prediction and an undo none.
+
+        Returns
+        -------
+        PredictionResult or None
+            ``None`` when the request went stale meanwhile (nothing to apply); the
+            predictor is then left at a state of fully optimised clicks only.
+
+        Raises
+        ------
+        Exception
+            Whatever making the predictor or predicting raised (model missing, click
+            rejected, out of memory...); the session's clicks and previews are untouched,
+            see :meth:`rollback`.
+        """
+        started = time.perf_counter()
+        with self._lock:
+            if self.is_stale(request):
+                return None
+            obj = request.obj
+            pred = obj.predictor
+            if pred is None:
+                if self.predictor_factory is None:
+                    raise RuntimeError("no predictor factory: set session.predictor_factory")
+                pred = self.predictor_factory()
+                pred.set_image(self.image_slice(request.key), contrast_limits=self.contrast_limits)
+                obj.predictor, obj.redo_dirty = pred, False
+            self._touch(obj)
+            probe = _CancelProbe(lambda: self.is_stale(request))
+            pred.set_cancel_callback(probe)
+            try:
+                done = self._sync(pred, obj, request.clicks, probe)
+            finally:
+                pred.set_cancel_callback(None)
+            if not done or self.is_stale(request):
+                return None
+            prob = np.array(pred.prob, dtype=np.float32, copy=True)
+            return PredictionResult(request, prob, time.perf_counter() - started)
+
+    def _sync(self, pred: Any, obj: _Object, target: Clicks, probe: _CancelProbe) -> bool:
+        """Bring ``pred`` to the clicks ``target``; False when cancelled on the way."""
+        shape = self.spatial_shape
+        want = [_clamped(c, shape) for c in target]
+        have = [(c.y, c.x, c.positive) for c in pred.clicks]
+        common = 0
+        while common < min(len(want), len(have)) and want[common] == have[common]:
+            common += 1
+        while len(pred.clicks) > common:
+            pred.undo()
+        for i in range(common, len(want)):
+            if probe():
+                return False
+            if not obj.redo_dirty and pred.can_redo:
+                pred.redo()
+                last = pred.clicks[-1]
+                if (last.y, last.x, last.positive) == want[i]:
+                    continue
+                pred.undo()
+            probe.fired = False
+            pred.add_click(target[i].y, target[i].x, target[i].positive)
+            obj.redo_dirty = False
+            if probe.fired:  # the optimisation was cut short: do not keep that state
+                pred.undo()
+                obj.redo_dirty = True
+                return False
+        return True
+
+    def _touch(self, obj: _Object) -> None:
+        if obj in self._live:
+            self._live.remove(obj)
+        self._live.append(obj)
+        while len(self._live) > self.max_live_predictors:
+            old = self._live.pop(0)
+            old.predictor, old.redo_dirty = None, False
+
+    def apply(self, result: PredictionResult | None) -> bool:
+        """Store a computed result as its slice's preview (main thread).
+
+        Returns
+        -------
+        bool
+            ``False`` for ``None`` or a stale result (dropped).
+        """
+        if result is None or self.is_stale(result.request):
+            return False
+        obj = result.request.obj
+        obj.prob, obj.prob_clicks = result.prob, result.request.clicks
+        return True
+
+    def predict(self, key: SliceKey = ()) -> np.ndarray | None:
+        """Request, compute and apply in the calling thread; returns the preview's prob map.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            ``(H, W)`` float32 for the current clicks, ``None`` without clicks.
+        """
+        key = self.check_key(key)
+        request = self.request(key)
+        if request is not None:
+            self.apply(self.compute(request))
+        return self.prob(key)
+
+    def rollback(self, request: PredictionRequest) -> Change | None:
+        """Undo the click edits that led to a failed ``request`` (main thread).
+
+        The slice's clicks go back to those of its last successful prediction, and the
+        undo entries that added the failing clicks are dropped, so everything is as it
+        was before them. Nothing happens if the request is already stale.
+
+        Returns
+        -------
+        Change or None
+            What changed.
+        """
+        if self.is_stale(request):
+            return None
+        key, obj = request.key, request.obj
+        good = obj.prob_clicks if obj.prob is not None else ()
+        if obj.clicks == good:
+            return None
+        cut = None
+        for i in range(len(self._done) - 1, -1, -1):
+            entry = self._done[i]
+            if not (isinstance(entry, _ClicksEdit) and entry.key == key):
+                break
+            if entry.before == good:
+                cut = i
+                break
+        if cut is not None:
+            del self._done[cut:]
+            self._undone.clear()
+            obj.clicks = good
+        else:
+            self._record(_ClicksEdit(key, obj.clicks, good))
+        return Change((key,), False, "rollback of the failed clicks")
+
+    # -- labels and commits -----------------------------------------------------------------
+    @property
+    def labels(self) -> np.ndarray:
+        """The labels array, ``labels_shape``, integer; replaced by a wider copy when a
+        commit needs a larger dtype (re-read it after :meth:`commit`, :meth:`undo`,
+        :meth:`redo`)."""
+        return self._labels
+
+    def _check_labels(self, labels: Any) -> None:
+        if not isinstance(labels, np.ndarray):
+            raise TypeError(f"labels must be an in-memory numpy array, got {type(labels).__name__}")
+        if labels.shape != self.labels_shape:
+            raise ValueError(
+                f"labels of shape {labels.shape} do not match the image: expected "
+                f"{self.labels_shape}"
+            )
+        if labels.dtype != np.bool_ and labels.dtype.kind not in "iu":
+            raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
+
+    def set_labels(self, labels: np.ndarray, keep_history: bool = False) -> None:
+        """Commit into another array from now on.
+
+        Parameters
+        ----------
+        labels : numpy.ndarray
+            ``labels_shape``, integer dtype.
+        keep_history : bool
+            Keep the commits in the undo history (only when ``labels`` holds the same
+            values, e.g. the same data re-read from a viewer). By default the history is
+            cleared: its commits belong to the old array.
+        """
+        self._check_labels(labels)
+        if labels is self._labels:
+            return
+        self._labels = labels
+        if not keep_history:
+            self._done.clear()
+            self._undone.clear()
+
+    def next_label(self) -> int:
+        """The next free id: ``labels.max() + 1`` (1 for an empty array)."""
+        if self._labels.size == 0:
+            return 1
+        return int(self._labels.max()) + 1
+
+    def commit(
+        self, key: SliceKey = (), label: int | None = None, overwrite: bool = False
+    ) -> CommitInfo:
+        """Write slice ``key``'s current object into the labels (an undo step).
+
+        The object's clicks are cleared (a new object starts; the predictor settings of
+        the factory apply to it).
+
+        Parameters
+        ----------
+        key : SliceKey
+            The slice.
+        label : int, optional
+            The id to write; default :meth:`next_label`.
+        overwrite : bool
+            Also write over pixels that hold another label; by default only background
+            (0) pixels are written, so no existing label is ever lost.
+
+        Returns
+        -------
+        CommitInfo
+            What was written.
+
+        Raises
+        ------
+        ValueError
+            No clicks, a preview not computed for the current clicks, an empty mask, a
+            mask that lies entirely on other labels (without ``overwrite``), or a label
+            below 1. Nothing is modified.
+        OverflowError
+            The label fits no integer dtype.
+        """
+        key = self.check_key(key)
+        obj, mask = self._finished_mask(key)
+        rows, cols = np.nonzero(mask)
+        where = tuple(np.full(rows.size, k, dtype=np.intp) for k in key) + (rows, cols)
+        return self._commit_where(key, obj, where, label, overwrite, propagated=False)
+
+    def _finished_mask(self, key: SliceKey) -> tuple[_Object, np.ndarray]:
+        obj = self._objects.get(key)
+        if obj is None or not obj.clicks:
+            raise ValueError("there is no object to finish on this slice: click on it first")
+        if obj.prob is None or obj.prob_clicks != obj.clicks:
+            raise ValueError("the preview is not computed for the current clicks yet")
+        mask = obj.prob >= self._prob_thresh
+        if not mask.any():
+            raise ValueError("the current mask is empty: nothing to commit")
+        return obj, mask
+
+    def _commit_where(
+        self,
+        key: SliceKey,
+        obj: _Object,
+        where: tuple[np.ndarray, ...],
+        label: int | None,
+        overwrite: bool,
+        propagated: bool,
+    ) -> CommitInfo:
+        """Write ``label`` at the full-array indices ``where`` (one undo step) and start a
+        new object on ``key``. Raises before modifying anything."""
+        self._check_labels(self._labels)
+        label = self.next_label() if label is None else int(label)
+        if label < 1:
+            raise ValueError(f"label ids start at 1, got {label}")
+        labels = self._labels
+        target = promoted_dtype(labels.dtype, label)
+        old = labels[where]
+        if not overwrite:
+            keep = old == 0
+            where = tuple(w[keep] for w in where)
+            old = old[keep]
+        if where[0].size == 0:
+            raise ValueError(
+                "the object lies entirely on existing labels; tick 'overwrite' to replace them"
+            )
+        promoted_from = None
+        if target != labels.dtype:
+            promoted_from = labels.dtype
+            labels = labels.astype(target)
+        labels[where] = label
+        self._labels = labels
+        fresh = _Object()
+        entry = _Commit(
+            key,
+            label,
+            where,
+            old,
+            promoted_from,
+            target if promoted_from is not None else None,
+            obj,
+            fresh,
+            propagated,
+        )
+        self._objects[key] = fresh
+        self._push(entry)
+        self._release_committed_predictors()
+        return CommitInfo(key, label, int(where[0].size), promoted_from)
+
+    # -- propagation through a stack --------------------------------------------------------
+    def propagation_request(
+        self, key: SliceKey = (), axis: int | None = None
+    ) -> PropagationRequest:
+        """Snapshot slice ``key``'s finished-looking object for :meth:`compute_propagation`.
+
+        Parameters
+        ----------
+        key : SliceKey
+            The slice whose current mask starts the propagation.
+        axis : int, optional
+            The leading axis to walk (an index into :attr:`stack_shape`); default the last
+            one (z in ``(t, z, y, x)``).
+
+        Raises
+        ------
+        ValueError
+            A 2D image, an axis outside the stack, or no up-to-date non-empty mask on
+            ``key``.
+        """
+        key = self.check_key(key)
+        if not self.stack_shape:
+            raise ValueError("propagation needs a stack: this image has no slices")
+        axis = len(self.stack_shape) - 1 if axis is None else int(axis)
+        if not 0 <= axis < len(self.stack_shape):
+            raise ValueError(f"axis {axis} is not a slice axis of the stack {self.stack_shape}")
+        obj, mask = self._finished_mask(key)
+        return PropagationRequest(key, obj.clicks, obj, axis, mask.copy())
+
+    def compute_propagation(
+        self,
+        request: PropagationRequest,
+        *,
+        stop_iou: float = 0.5,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """Carry the object through the stack (any thread; slow).
+
+        A fresh predictor from ``predictor_factory`` segments each next slice from clicks
+        derived from the previous slice's mask (:func:`napari_fbrs.core.propagation.
+        propagate`), along ``request.axis`` with the other leading indices fixed.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, H, W)`` bool, ``n = stack_shape[request.axis]``: the object on every
+            slice reached (``request.mask`` on the start slice).
+        """
+        from napari_fbrs.core.propagation import propagate
+
+        if self.predictor_factory is None:
+            raise RuntimeError("no predictor factory: set session.predictor_factory")
+        predictor = self.predictor_factory()
+        index = tuple(slice(None) if i == request.axis else k for i, k in enumerate(request.key))
+        volume = self._image[index] if index else self._image
+        return propagate(
+            predictor,
+            volume,
+            request.key[request.axis],
+            request.mask,
+            axis=0,
+            stop_iou=stop_iou,
+            contrast_limits=self.contrast_limits,
+            progress=progress,
+            cancel=cancel,
+        )
+
+    def commit_propagation(
+        self,
+        request: PropagationRequest,
+        volume: np.ndarray,
+        label: int | None = None,
+        overwrite: bool = False,
+    ) -> CommitInfo:
+        """Write a propagated object into the labels as one undo step (main thread).
+
+        Parameters
+        ----------
+        request : PropagationRequest
+            What was propagated.
+        volume : numpy.ndarray
+            ``(n, H, W)`` bool from :meth:`compute_propagation`.
+        label, overwrite
+            As in :meth:`commit`.
+
+        Raises
+        ------
+        ValueError
+            The object changed meanwhile (stale request), a volume of the wrong shape, an
+            empty result, or nothing left to write without ``overwrite``.
+        """
+        if self.is_stale(request):
+            raise ValueError("the object changed while it was being propagated; try again")
+        n = self.stack_shape[request.axis]
+        if volume.shape != (n, *self.spatial_shape):
+            raise ValueError(
+                f"expected a volume of shape {(n, *self.spatial_shape)}, got {volume.shape}"
+            )
+        steps, rows, cols = np.nonzero(volume)
+        if steps.size == 0:
+            raise ValueError("the propagated object is empty: nothing to commit")
+        where = tuple(
+            steps if i == request.axis else np.full(steps.size, k, dtype=np.intp)
+            for i, k in enumerate(request.key)
+        ) + (rows, cols)
+        return self._commit_where(
+            request.key, request.obj, where, label, overwrite, propagated=True
+        )
+
+    def _release_committed_predictors(self, keep: int = 2) -> None:
+        """Keep predictors only in the last ``keep`` commits of the history (memory)."""
+        commits = [e for e in self._done if isinstance(e, _Commit)]
+        for entry in commits[:-keep] if keep else commits:
+            entry.obj.predictor = None
+
+    # -- history ----------------------------------------------------------------------------
+    def _record(self, entry: _Entry) -> None:
+        self._redo_entry(entry)
+        self._push(entry)
+
+    def _push(self, entry: _Entry) -> None:
+        self._done.append(entry)
+        self._undone.clear()
+        if len(self._done) > self.max_history:
+            del self._done[: len(self._done) - self.max_history]
+
+    def clear_history(self) -> None:
+        """Forget every undo and redo step (clicks and labels stay as they are)."""
+        self._done.clear()
+        self._undone.clear()
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._done)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._undone)
+
+    def undo(self) -> Change | None:
+        """Undo the last click edit or commit; ``None`` when there is nothing to undo."""
+        if not self._done:
+            return None
+        entry = self._done[-1]
+        change = self._undo_entry(entry)  # may raise before modifying anything
+        self._done.pop()
+        self._undone.append(entry)
+        return Change(change.keys, change.labels, f"undo: {entry.describe()}")
+
+    def redo(self) -> Change | None:
+        """Redo the last undone step; ``None`` when there is nothing to redo."""
+        if not self._undone:
+            return None
+        entry = self._undone[-1]
+        change = self._redo_entry(entry)
+        self._undone.pop()
+        self._done.append(entry)
+        return Change(change.keys, change.labels, f"redo: {entry.describe()}")
+
+    def _undo_entry(self, entry: _Entry) -> Change:
+        if isinstance(entry, _ClicksEdit):
+            self._obj(entry.key).clicks = entry.before
+            return Change((entry.key,), False, "")
+        if isinstance(entry, _Group):
+            for e in reversed(entry.entries):
+                self._obj(e.key).clicks = e.before
+            return Change(tuple(e.key for e in entry.entries), False, "")
+        # a commit: put the old pixel values back, and the object with its clicks
+        self._check_labels(self._labels)
+        labels = self._labels
+        labels[entry.where] = entry.old_values
+        if entry.promoted_from is not None and labels.dtype == entry.promoted_to:
+            info = np.iinfo(entry.promoted_from) if entry.promoted_from != np.bool_ else None
+            lo, hi = (0, 1) if info is None else (info.min, info.max)
+            if labels.size == 0 or (lo <= labels.min() and labels.max() <= hi):
+                self._labels = labels.astype(entry.promoted_from)
+        self._objects[entry.key] = entry.obj
+        return Change((entry.key,), True, "")
+
+    def _redo_entry(self, entry: _Entry) -> Change:
+        if isinstance(entry, _ClicksEdit):
+            self._obj(entry.key).clicks = entry.after
+            return Change((entry.key,), False, "")
+        if isinstance(entry, _Group):
+            for e in entry.entries:
+                self._obj(e.key).clicks = e.after
+            return Change(tuple(e.key for e in entry.entries), False, "")
+        self._check_labels(self._labels)
+        labels = self._labels
+        target = promoted_dtype(labels.dtype, entry.label)
+        if target != labels.dtype:
+            labels = labels.astype(target)
+        labels[entry.where] = entry.label
+        self._labels = labels
+        self._objects[entry.key] = entry.fresh
+        return Change((entry.key,), True, "")
