@@ -580,3 +580,311 @@ def test_propagation_needs_a_stack_and_a_mask(session):
     session.predict()
     with pytest.raises(ValueError, match="stack"):
         session.propagation_request()
+
+
+# ------------------------------------------------------------------------------ channels
+
+
+def _unit(plane, lo, hi):
+    return np.clip((plane.astype(np.float32) - lo) / (hi - lo), 0, 1)
+
+
+def test_channels_along_an_axis_are_one_slice_and_map_to_grey_or_rgb():
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 4000, (2, 3, H, W), dtype=np.uint16)  # (z, c, y, x)
+    DiskPredictor.instances.clear()
+    s = SegmentationSession(
+        image, channel_axis=1, contrast_limits=(100, 3000), predictor_factory=DiskPredictor
+    )
+    assert s.stack_shape == (2, 1) and s.labels_shape == (2, 1, H, W)
+    assert s.n_channels == 3 and s.channel_map == (0,) and s.channel_axis == 1
+    assert s.slice_axes == (0,) and s.default_axis == 0
+    # every channel coordinate is the same slice
+    assert s.key_at([1.2, 2.0]) == s.key_at([0.6, 0.0]) == (1, 0)
+    assert s.key_at([2.0, 0.0]) is None and s.key_at([7.0, 0.0], clip=True) == (1, 0)
+    plane, limits = s.input_slice((1, 0))
+    np.testing.assert_array_equal(plane, image[1, 0])
+    assert limits == (100.0, 3000.0)
+    s.set_channels((2, None, 0))
+    rgb, limits = s.input_slice((1, 0))
+    assert rgb.shape == (H, W, 3) and rgb.dtype == np.float32 and limits == (0.0, 1.0)
+    np.testing.assert_allclose(rgb[..., 0], _unit(image[1, 2], 100, 3000), atol=1e-6)
+    assert not rgb[..., 1].any()
+    np.testing.assert_allclose(rgb[..., 2], _unit(image[1, 0], 100, 3000), atol=1e-6)
+    s.add_click(10, 20, key=(1, 0))
+    s.predict((1, 0))
+    pred = DiskPredictor.instances[-1]
+    np.testing.assert_array_equal(pred.image, rgb)
+    assert pred.contrast_limits == (0.0, 1.0)
+    np.testing.assert_array_equal(s.image_slice((1, 0)), image[1, 0])  # as stored
+    with pytest.raises(ValueError, match="leading axis"):
+        SegmentationSession(image, channel_axis=2)
+    with pytest.raises(ValueError, match="does not exist"):
+        s.set_channels((3,))
+    with pytest.raises(ValueError, match="one to three"):
+        s.set_channels((0, 1, 2, 0))
+    with pytest.raises(ValueError, match="not a slice axis"):
+        s.neighbour((0, 0), axis=1)
+
+
+def test_separate_channel_arrays_each_with_their_own_contrast_limits():
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 200, (3, H, W), dtype=np.uint8)
+    b = rng.normal(500, 200, (3, H, W)).astype(np.float32)
+    b[0, 0, 0] = np.nan
+    s = SegmentationSession(
+        a,
+        channels=[a, b],
+        channel_map=(1, 0),
+        channel_limits=[(0, 100), (0, 1000)],
+        predictor_factory=DiskPredictor,
+    )
+    assert s.n_channels == 2 and s.stack_shape == (3,) and s.labels_shape == (3, H, W)
+    rgb, limits = s.input_slice((0,))
+    assert rgb.shape == (H, W, 3) and limits == (0.0, 1.0)
+    np.testing.assert_allclose(rgb[..., 0], np.nan_to_num(_unit(b[0], 0, 1000)), atol=1e-6)
+    assert rgb[0, 0, 0] == 0.0  # NaN is the darkest value
+    np.testing.assert_allclose(rgb[..., 1], _unit(a[0], 0, 100), atol=1e-6)
+    assert not rgb[..., 2].any()
+    s.set_channels((1,))  # one channel: grey, with its own limits
+    plane, limits = s.input_slice((2,))
+    np.testing.assert_array_equal(plane, b[2])
+    assert limits == (0.0, 1000.0)
+    s.channel_limits = [None, None]  # falls back to contrast_limits (here: none)
+    assert s.input_slice((2,))[1] is None
+    with pytest.raises(ValueError, match="does not match"):
+        s.set_channels((0,), channels=[a[:, :-1]])
+    with pytest.raises(ValueError, match="one entry per channel"):
+        s.channel_limits = [(0, 1)]
+    with pytest.raises(ValueError, match="RGB"):
+        SegmentationSession(np.zeros((H, W, 3)), rgb=True, channels=[a])
+
+
+def test_changing_the_channels_predicts_again_with_the_clicks_replayed():
+    a = np.zeros((2, H, W), np.uint8)
+    b = np.full((2, H, W), 7, np.uint8)
+    DiskPredictor.instances.clear()
+    s = SegmentationSession(a, channels=[a, b], predictor_factory=DiskPredictor)
+    s.add_click(10, 20, key=(1,))
+    s.add_click(12, 30, positive=False, key=(1,))
+    s.predict((1,))
+    (first,) = DiskPredictor.instances
+    assert not first.image.any()
+    s.add_click(30, 40, key=(1,))
+    running = s.request((1,))
+    assert s.set_channels((1,)) == [(1,)]
+    assert s.set_channels((1,)) == []  # the same again: nothing to do
+    assert s.is_stale(running) and s.compute(running) is None
+    assert s.prob((1,)) is None and not s.is_up_to_date((1,))
+    prob = s.predict((1,))
+    second = DiskPredictor.instances[-1]
+    assert second is not first and (second.image == 7).all()
+    assert second.calls == 3  # the three clicks replayed
+    np.testing.assert_array_equal(prob > 0.5, disk(30, 40) & ~disk(12, 30))
+    with pytest.raises(ValueError, match="RGB"):
+        SegmentationSession(np.zeros((H, W, 3)), rgb=True).set_channels((0,))
+
+
+class _Recorder:
+    """An array that records which planes are read from it (through dask)."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.reads: list[tuple[int, ...]] = []
+
+    def __getitem__(self, index):
+        out = self.array[index]
+        assert out.size == self.shape[-2] * self.shape[-1], f"not one plane: {index}"
+        lead = [i.start if isinstance(i, slice) else int(i) for i in index[: self.ndim - 2]]
+        self.reads.append(tuple(lead))
+        return out
+
+
+def _lazy(array, recorder_out):
+    da = pytest.importorskip("dask.array")
+    rec = _Recorder(array)
+    recorder_out.append(rec)
+    chunks = (1,) * (array.ndim - 2) + array.shape[-2:]
+    return da.from_array(rec, chunks=chunks, meta=np.empty((0,) * array.ndim, array.dtype))
+
+
+def test_lazy_stacks_are_read_one_plane_at_a_time():
+    recs = []
+    stack = np.stack([np.full((2, H, W), z, np.uint8) for z in range(5)])  # (z, c, y, x)
+    lazy = _lazy(stack, recs)
+    (rec,) = recs
+    s = SegmentationSession(
+        lazy, channel_axis=1, channel_map=(0, 1), predictor_factory=_small_negatives
+    )
+    assert rec.reads == []  # nothing read to set up
+    s.add_click(20, 25, key=(3, 0))
+    s.predict((3, 0))
+    assert sorted(rec.reads) == [(3, 0), (3, 1)]  # the two channels of slice 3, once
+    rec.reads.clear()
+    request = s.propagation_request((3, 0), direction=1)
+    volume = s.compute_propagation(request)
+    assert volume[3:].any(axis=(1, 2)).all() and not volume[:3].any()
+    assert sorted(rec.reads) == [(4, 0), (4, 1)]  # only the slice propagated to
+
+
+# ------------------------------------------------------------------------------ object ids
+
+
+def _predicted(s, y, x, key, positive=True):
+    s.add_click(y, x, positive=positive, key=key)
+    s.predict(key)
+
+
+def test_object_ids_are_pinned_and_carried_to_the_next_slice(image):
+    s = SegmentationSession(np.stack([image] * 4), predictor_factory=DiskPredictor)
+    assert s.carried_label((0,)) is None
+    _predicted(s, 10, 20, (0,))
+    assert s.commit((0,)).label == 1
+    assert s.carried_label((0,)) == 1  # the object just finished here
+    assert s.neighbour((0,), 0, 1) == (1,) and s.neighbour((0,), 0, -1) is None
+    assert s.neighbour((3,), step=1) is None
+    s.set_object_label((1,), s.carried_label((0,)))
+    assert s.object_label((1,)) == 1 and s.carried_label((1,)) == 1
+    _predicted(s, 11, 21, (1,))
+    info = s.commit((1,))
+    assert info.label == 1 and s.labels[1, 11, 21] == 1
+    assert s.object_label((1,)) is None  # the next object there is a new one
+    _predicted(s, 30, 40, (1,))
+    assert s.commit((1,)).label == 2
+    assert s.carried_label((1,)) == 2  # the most recent object of the slice
+    s.undo()  # the commit of 2
+    s.undo()  # its click
+    s.undo()  # the commit of 1 on slice 1: its object comes back, with its pin
+    assert s.object_label((1,)) == 1 and s.labels[1].max() == 0
+    s.predict((1,))
+    assert s.commit((1,)).label == 1
+    assert s.set_object_label((2,), None) is False
+    with pytest.raises(ValueError, match="start at 1"):
+        s.set_object_label((2,), 0)
+
+
+def test_a_pinned_id_replaces_its_old_pixels_on_the_slice(image):
+    s = SegmentationSession(image, predictor_factory=DiskPredictor)
+    _predicted(s, 10, 20, ())
+    s.commit()
+    _predicted(s, 30, 30, ())
+    s.commit()  # object 2 elsewhere
+    before = s.labels.copy()
+    s.set_object_label((), 1)  # a corrected version of object 1
+    _predicted(s, 12, 24, ())
+    info = s.commit()
+    expected = np.where(disk(12, 24), 1, np.where(disk(30, 30), 2, 0))
+    np.testing.assert_array_equal(s.labels, expected)
+    assert info.label == 1 and info.n_cleared == (disk(10, 20) & ~disk(12, 24)).sum()
+    assert info.n_pixels == (disk(12, 24) & ~disk(10, 20)).sum()
+    s.undo()
+    np.testing.assert_array_equal(s.labels, before)
+    s.redo()
+    np.testing.assert_array_equal(s.labels, expected)
+    # the new mask inside the old object: nothing new to write, still a valid commit
+    s.set_object_label((), 1)
+    _predicted(s, 12, 24, ())
+    s.prob_thresh = 0.95  # (no mask)
+    with pytest.raises(ValueError, match="empty"):
+        s.commit()
+    s.prob_thresh = 0.49
+    assert s.commit().n_cleared == 0
+    # an explicit id without replace adds to the object
+    _predicted(s, 10, 15, ())
+    s.commit(label=1)
+    assert (s.labels == 1).sum() == (disk(12, 24) | (disk(10, 15) & ~disk(30, 30))).sum()
+
+
+# ------------------------------------------------------------------ propagation controls
+
+
+def test_propagation_direction_and_stop_marks(image):
+    s = SegmentationSession(np.stack([image] * 6), predictor_factory=_small_negatives)
+    _predicted(s, 20, 25, (2,))
+    reached = lambda v: [int(z) for z in np.flatnonzero(v.any(axis=(1, 2)))]  # noqa: E731
+    request = s.propagation_request((2,), direction=1)
+    assert request.stop_slices == () and request.direction == 1
+    assert reached(s.compute_propagation(request)) == [2, 3, 4, 5]
+    request = s.propagation_request((2,), direction=-1)
+    assert reached(s.compute_propagation(request)) == [0, 1, 2]
+    s.add_click(5, 5, positive=False, key=(4,))  # a stop mark on slice 4
+    s.add_click(6, 6, positive=False, key=(0,))
+    s.add_click(7, 7, positive=True, key=(0,))  # not a stop: it has an object click
+    assert s.is_stop((4,)) and not s.is_stop((0,)) and not s.is_stop((1,))
+    assert s.stop_slices((2,)) == (4,)
+    request = s.propagation_request((2,))
+    assert request.stop_slices == (4,)
+    assert reached(s.compute_propagation(request)) == [0, 1, 2, 3]
+    request = s.propagation_request((2,), stop_slices=[1, 2])
+    assert request.stop_slices == (1,)
+    assert reached(s.compute_propagation(request)) == [2, 3, 4, 5]
+    with pytest.raises(ValueError, match="direction"):
+        s.propagation_request((2,), direction=2)
+    with pytest.raises(ValueError, match="stop_iou"):
+        s.propagation_request((2,), stop_iou=1.5)
+
+
+def test_stop_marks_belong_to_their_line_of_slices():
+    s = SegmentationSession(np.zeros((2, 4, H, W), np.uint8))  # (t, z, y, x)
+    s.add_click(5, 5, positive=False, key=(0, 3))
+    s.add_click(5, 5, positive=False, key=(1, 1))
+    assert s.stop_slices((1, 2), axis=1) == (1,)  # along z at t = 1
+    assert s.stop_slices((0, 0), axis=1) == (3,)  # along z at t = 0
+    assert s.stop_slices((0, 1), axis=0) == (1,)  # along t at z = 1
+    assert s.stop_slices((0, 2), axis=0) == ()
+    assert s.stop_slices((0, 3), axis=0) == ()  # the start slice itself is no stop
+
+
+class _RadiusFromImage(DiskPredictor):
+    """A disk whose radius is the slice's (constant) intensity."""
+
+    def set_image(self, image, contrast_limits=None):
+        super().set_image(image, contrast_limits)
+        self.radius = float(np.asarray(image).flat[0])
+        self.neg_radius = 1.0
+
+
+def test_propagation_stops_where_the_object_changes_too_much():
+    radii = [6, 6, 6, 3, 3]
+    stack = np.stack([np.full((H, W), r, np.uint8) for r in radii])
+    s = SegmentationSession(stack, predictor_factory=_RadiusFromImage)
+    _predicted(s, 20, 25, (0,))
+    request = s.propagation_request((0,), stop_iou=0.5)
+    volume = s.compute_propagation(request)
+    assert volume[:3].any(axis=(1, 2)).all() and not volume[3:].any()  # IoU 0.25 < 0.5
+    volume = s.compute_propagation(request, stop_iou=0.2)  # the override
+    assert volume.any(axis=(1, 2)).all()
+    np.testing.assert_array_equal(volume[4], disk(20, 25, r=3))
+
+
+def test_cancelling_a_propagation_gives_nothing(image):
+    s = SegmentationSession(np.stack([image] * 5), predictor_factory=_small_negatives)
+    _predicted(s, 20, 25, (0,))
+    request = s.propagation_request((0,))
+    seen = []
+    volume = s.compute_propagation(
+        request, progress=lambda done, total: seen.append(done), cancel=lambda: bool(seen)
+    )
+    assert volume is None and seen == [1]
+
+
+def test_correcting_a_slice_and_propagating_again_replaces_the_object(image):
+    s = SegmentationSession(np.stack([image] * 5), predictor_factory=_small_negatives)
+    _predicted(s, 20, 25, (0,))
+    request = s.propagation_request((0,))
+    assert s.commit_propagation(request, s.compute_propagation(request)).label == 1
+    assert s.carried_label((3,)) == 1  # the propagation wrote on slice 3
+    first = s.labels.copy()
+    # slice 3 was wrong: the user corrects it there and propagates forward from it
+    s.set_object_label((3,), s.carried_label((3,)))
+    _predicted(s, 24, 30, (3,))
+    request = s.propagation_request((3,), direction=1)
+    info = s.commit_propagation(request, s.compute_propagation(request))
+    assert info.label == 1 and info.n_cleared == 2 * (disk(20, 25) & ~disk(24, 30)).sum()
+    np.testing.assert_array_equal(s.labels[:3], first[:3])  # before the corrected slice
+    for z in (3, 4):
+        np.testing.assert_array_equal(s.labels[z] == 1, disk(24, 30))
+    s.undo()  # one step
+    np.testing.assert_array_equal(s.labels, first)
+    assert s.clicks((3,)) == [SessionClick(24, 30, True)] and s.object_label((3,)) == 1

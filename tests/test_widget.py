@@ -646,3 +646,332 @@ def test_console_scripting(viewer2d):
     assert widget.current_prob.shape == (H, W) and widget.current_mask[20, 30]
     label = widget.finish_object()
     assert viewer2d.layers[OBJECTS_LAYER].data[20, 30] == label == 1
+
+
+# ------------------------------------------------------------------------------ channels
+
+
+@pytest.fixture
+def set_images(monkeypatch):
+    """What every predictor was given: (image, contrast_limits), in order."""
+    seen: list[tuple[np.ndarray, tuple | None]] = []
+    original = Predictor.set_image
+
+    def spy(self, image, contrast_limits=None):
+        seen.append((np.array(image, copy=True), contrast_limits))
+        return original(self, image, contrast_limits)
+
+    monkeypatch.setattr(Predictor, "set_image", spy)
+    return seen
+
+
+def _unit(plane, lo, hi):
+    return np.clip((plane.astype(np.float32) - lo) / (hi - lo), 0, 1)
+
+
+def test_channel_layers_map_to_rgb_each_with_its_contrast_limits(make_napari_viewer, set_images):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 1000, (3, H, W)).astype(np.uint16)
+    viewer.add_image(
+        data,
+        channel_axis=0,
+        name=["c0", "c1", "c2"],
+        contrast_limits=[(0, 1000), (0, 100), (50, 200)],
+    )
+    widget = open_widget(viewer)
+    widget.set_image_layer(viewer.layers["c0"])
+    items = [widget.channel_combos[0].itemText(i) for i in range(widget.channel_combos[0].count())]
+    assert items == ["—", "c0", "c1", "c2"]
+    assert [c.currentText() for c in widget.channel_combos] == ["c0", "—", "—"]  # grey c0
+    assert viewer.layers[OBJECTS_LAYER].data.shape == (H, W)
+    widget.add_click(20, 30)
+    image, limits = set_images[-1]
+    np.testing.assert_array_equal(image, data[0])
+    assert limits == (0.0, 1000.0)
+    # red = c1, blue = c2: the open object is predicted again on the new input
+    widget.set_channels("c1", None, "c2")
+    image, limits = set_images[-1]
+    assert image.shape == (H, W, 3) and limits == (0.0, 1.0)
+    np.testing.assert_allclose(image[..., 0], _unit(data[1], 0, 100), atol=1e-6)
+    assert not image[..., 1].any()
+    np.testing.assert_allclose(image[..., 2], _unit(data[2], 50, 200), atol=1e-6)
+    assert widget.current_mask[20, 30] and widget.session.is_up_to_date()
+    # the layers' contrast limits are followed (from the next object on)
+    viewer.layers["c2"].contrast_limits = (10, 20)
+    assert widget.session.channel_limits == ((0.0, 100.0), (10.0, 20.0))
+    widget.finish_object()
+    widget.add_click(30, 40)
+    np.testing.assert_allclose(set_images[-1][0][..., 2], _unit(data[2], 10, 20), atol=1e-6)
+    # the boxes of the panel do the same; one channel alone is grey
+    widget.channel_combos[2].setCurrentIndex(0)
+    widget.channel_combos[0].setCurrentText("c2")
+    image, limits = set_images[-1]
+    np.testing.assert_array_equal(image, data[2])
+    assert limits == (10.0, 20.0)
+    # a channel layer that goes away falls back to what is left
+    del viewer.layers["c2"]
+    assert [c.currentText() for c in widget.channel_combos] == ["c0", "—", "—"]
+    np.testing.assert_array_equal(widget.session.input_slice()[0], data[0])
+
+
+def test_an_image_with_a_channel_axis(make_napari_viewer, set_images):
+    viewer = make_napari_viewer()
+    data = np.random.default_rng(6).integers(0, 255, (3, 2, H, W), dtype=np.uint8)  # z, c
+    viewer.add_image(data, name="img")
+    widget = open_widget(viewer)
+    axes = [widget.channel_axis_combo.itemText(i) for i in range(widget.channel_axis_combo.count())]
+    assert axes[0] == "none" and len(axes) == 3
+    widget.set_channel_axis(1)
+    session = widget.session
+    assert session.channel_axis == 1 and session.stack_shape == (3, 1)
+    objects, current = viewer.layers[OBJECTS_LAYER], viewer.layers[CURRENT_LAYER]
+    assert objects.data.shape == current.data.shape == (3, 1, H, W)
+    np.testing.assert_allclose(objects.scale[1], 2.0)  # one plane spans both channels
+    assert [widget.channel_combos[0].itemText(i) for i in range(3)] == [
+        "—",
+        "channel 0",
+        "channel 1",
+    ]
+    assert [widget.axis_combo.itemData(i) for i in range(widget.axis_combo.count())] == [0]
+    viewer.dims.set_current_step(0, 1)
+    viewer.dims.set_current_step(1, 1)  # showing channel 1: still slice (1, 0)
+    assert widget.current_key == (1, 0)
+    canvas_click(viewer, (1, 1, 20, 30))
+    viewer.dims.set_current_step(1, 0)
+    assert widget.current_key == (1, 0)
+    canvas_click(viewer, (1, 0, 22, 33), button=2)
+    assert len(session.clicks((1, 0))) == 2
+    np.testing.assert_array_equal(set_images[-1][0], data[1, 0])
+    widget.set_channels(1, 0)  # red = channel 1, green = channel 0
+    image = set_images[-1][0]
+    np.testing.assert_allclose(image[..., 0], data[1, 1] / 255.0, atol=1e-6)
+    np.testing.assert_allclose(image[..., 1], data[1, 0] / 255.0, atol=1e-6)
+    widget.add_click(35, 50)
+    assert widget.finish_object() == 1
+    assert objects.data[1, 0, 35, 50] == 1 and not objects.data[[0, 2]].any()
+    # points added with napari's tool at either channel step land on the same slice
+    points = viewer.layers[CLICKS_LAYER]
+    points.add(points.world_to_data(viewer.layers["img"].data_to_world([2, 1, 10, 12])))
+    assert widget.session.clicks((2, 0)) == [SessionClick(10.0, 12.0, True)]
+    widget.set_channel_axis(None)  # back to a plain stack of (z, c) slices
+    assert widget.session.stack_shape == (3, 2) and widget.session.channel_axis is None
+
+
+class _Recorder:
+    """An array that records which planes are read from it (through dask)."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.reads: list[tuple[int, ...]] = []
+
+    def __getitem__(self, index):
+        out = self.array[index]
+        assert out.size == self.shape[-2] * self.shape[-1], f"not one plane: {index}"
+        lead = [i.start if isinstance(i, slice) else int(i) for i in index[: self.ndim - 2]]
+        self.reads.append(tuple(lead))
+        return out
+
+
+def test_a_lazy_layer_is_read_one_slice_at_a_time(make_napari_viewer):
+    da = pytest.importorskip("dask.array")
+    stack = np.stack([make_image()] * 4)
+    rec = _Recorder(stack)
+    lazy = da.from_array(rec, chunks=(1, H, W), meta=np.empty((0, 0, 0), stack.dtype))
+    viewer = make_napari_viewer()
+    viewer.add_image(lazy, name="img", contrast_limits=(0, 255))
+    widget = open_widget(viewer)
+    widget.set_model(disk_net(neg_gain=2.0))
+    viewer.dims.set_current_step(0, 2)
+    rec.reads.clear()
+    widget.add_click(20, 25)
+    assert widget.current_mask[20, 25]
+    assert set(rec.reads) == {(2,)}  # napari's display and the predictor: slice 2 only
+    rec.reads.clear()
+    widget.direction_combo.setCurrentIndex(widget.direction_combo.findData(1))
+    assert widget.propagate_object() == 1
+    assert rec.reads == [(3,)]  # the one slice propagated to, read once
+    assert (viewer.layers[OBJECTS_LAYER].data[2:] == 1).any(axis=(1, 2)).all()
+
+
+# ------------------------------------------------------------------------------ slice steps
+
+
+def test_next_and_previous_slice_keep_the_object_id(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([make_image()] * 4), name="img")
+    widget = open_widget(viewer)
+    objects = viewer.layers[OBJECTS_LAYER]
+    handler = viewer.window._qt_viewer._key_map_handler
+
+    def tap(key):
+        handler.press_key(key)
+        handler.release_key(key)
+
+    viewer.dims.set_current_step(0, 1)
+    assert widget.object_id_spin.specialValueText() == "new"
+    assert widget.object_id_spin.value() == 0
+    widget.add_click(20, 25)
+    assert widget.next_slice()  # finishes the object on slice 1, then moves
+    assert viewer.dims.current_step[0] == 2 and widget.current_key == (2,)
+    assert objects.data[1, 20, 25] == 1
+    assert widget.object_id_spin.value() == 1  # the same object, on slice 2
+    widget.add_click(21, 26)
+    tap(".")  # the shortcut: finish and go on
+    assert widget.current_key == (3,) and objects.data[2, 21, 26] == 1
+    widget.add_click(22, 27)
+    assert widget.finish_object() == 1  # finished into the same id
+    assert objects.data[3, 22, 27] == 1
+    assert not widget.next_slice()  # the last slice
+    assert "last slice" in widget.status_label.text()
+    widget.prev_button.click()
+    assert widget.current_key == (2,) and widget.object_id_spin.value() == 1
+    tap(",")
+    assert widget.current_key == (1,) and widget.object_id_spin.value() == 1
+    # a new object on this slice: Escape forgets the kept id
+    tap("Escape")
+    assert widget.object_id_spin.value() == 0
+    widget.add_click(35, 50)
+    assert widget.finish_object() == 2
+    # the id box pins an id by hand
+    viewer.dims.set_current_step(0, 0)
+    widget.object_id_spin.setValue(2)
+    assert widget.session.object_label((0,)) == 2
+    widget.add_click(35, 50)
+    widget.next_slice()
+    assert objects.data[0, 35, 50] == 2 and widget.current_key == (1,)
+    # a stop mark (negative clicks only) is not finished by a step
+    viewer.dims.set_current_step(0, 3)
+    widget.add_click(5, 5, positive=False)
+    assert widget.previous_slice() and widget.current_key == (2,)
+    assert widget.session.is_stop((3,))
+
+
+def test_slice_steps_along_the_chosen_axis_and_after_a_running_prediction(
+    make_napari_viewer, qtbot
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([np.stack([make_image()] * 3)] * 2), name="img")  # (t, z)
+    widget = open_widget(viewer)
+    objects = viewer.layers[OBJECTS_LAYER]
+    assert [widget.axis_combo.itemData(i) for i in range(widget.axis_combo.count())] == [0, 1]
+    assert widget.stack_axis == 1  # z by default
+    widget.stack_axis = 0  # walk t
+    viewer.dims.set_current_step(1, 2)
+    assert widget.current_key == (0, 2)
+    widget.synchronous = False
+    widget.add_click(20, 25)
+    assert not widget.next_slice()  # still predicting: it moves when the object is done
+    qtbot.waitUntil(lambda: not widget.busy and widget.current_key == (1, 2), timeout=30000)
+    assert objects.data[0, 2, 20, 25] == 1 and widget.session.object_label((1, 2)) == 1
+    assert not widget.next_slice()  # t has two steps
+
+
+# ------------------------------------------------------------------ propagation controls
+
+
+def test_propagation_direction_stop_marks_and_axis(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([make_image()] * 6), name="img")
+    widget = open_widget(viewer)
+    widget.set_model(disk_net(neg_gain=2.0))
+    objects = viewer.layers[OBJECTS_LAYER]
+    viewer.dims.set_current_step(0, 2)
+    widget.add_click(20, 25)
+    widget.add_click(5, 5, positive=False, key=(4,))  # a stop mark on slice 4
+    reached = lambda: [int(z) for z in np.flatnonzero(objects.data.any(axis=(1, 2)))]  # noqa: E731
+    widget.direction_combo.setCurrentIndex(widget.direction_combo.findData(1))
+    assert widget.propagate_object() == 1
+    assert reached() == [2, 3]  # forward, stopped before slice 4
+    assert "written on 2 slices (2-3 along axis 0" in widget.status_label.text()
+    widget.undo()
+    widget.direction_combo.setCurrentIndex(widget.direction_combo.findData(-1))
+    widget.stop_iou_spin.setValue(0.95)  # nothing is that stable: no slice beyond
+    assert widget.propagate_object() == 1 and reached() == [2]
+    widget.undo()
+    assert widget.propagate_object(direction=0, stop_iou=0.5) == 1
+    assert reached() == [0, 1, 2, 3]
+    assert widget.session.clicks((4,)) == [SessionClick(5.0, 5.0, False)]  # the mark stays
+
+
+def test_propagation_along_t(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([np.stack([make_image()] * 3)] * 3), name="img")  # (t, z)
+    widget = open_widget(viewer)
+    widget.set_model(disk_net(neg_gain=2.0))
+    widget.stack_axis = 0
+    viewer.dims.set_current_step(1, 1)
+    widget.add_click(20, 25)
+    assert widget.propagate_object() == 1
+    data = viewer.layers[OBJECTS_LAYER].data
+    assert data[:, 1].any(axis=(1, 2)).all()  # every t at z = 1
+    assert not data[:, [0, 2]].any()  # no other z
+
+
+def test_cancelling_a_propagation_writes_nothing(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([make_image()] * 5), name="img")
+    widget = open_widget(viewer)
+    widget.set_model(disk_net(neg_gain=2.0))
+    widget.add_click(20, 25)
+    # synchronously: Cancel pressed from the progress report of the first slice
+    widget._bridge.progress.connect(lambda done, total: widget.cancel_button.click())
+    assert not widget.cancel_button.isEnabled()
+    assert widget.propagate_object() is None
+    assert not viewer.layers[OBJECTS_LAYER].data.any()
+    assert "cancelled" in widget.status_label.text()
+    assert len(widget.session.clicks(widget.current_key)) == 1
+    assert not widget.cancel_button.isEnabled()
+    widget._bridge.progress.disconnect()
+    widget._bridge.progress.connect(widget._show_progress)
+    # on the worker: the second slice waits until Cancel was pressed
+    gate = threading.Event()
+    calls = []
+    original = Predictor.set_image
+
+    def gated(self, image, contrast_limits=None):
+        calls.append(1)
+        if len(calls) == 2:
+            gate.wait(20)
+        return original(self, image, contrast_limits)
+
+    monkeypatch.setattr(Predictor, "set_image", gated)
+    widget.synchronous = False
+    widget.propagate_object()
+    qtbot.waitUntil(lambda: widget.progress.value() == 1, timeout=30000)
+    assert widget.progress.maximum() == 4 and widget.busy
+    assert widget.cancel_button.isEnabled() and not widget.propagate_button.isEnabled()
+    assert "Propagating: 1/4" in widget.status_label.text()
+    widget.cancel_button.click()
+    gate.set()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30000)
+    assert not viewer.layers[OBJECTS_LAYER].data.any()
+    assert "cancelled" in widget.status_label.text()
+
+
+def test_correct_a_slice_and_propagate_again(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([make_image()] * 5), name="img")
+    widget = open_widget(viewer)
+    widget.set_model(disk_net(neg_gain=2.0))
+    objects = viewer.layers[OBJECTS_LAYER]
+    widget.add_click(20, 25)
+    assert widget.propagate_object() == 1
+    first = objects.data.copy()
+    assert first.any(axis=(1, 2)).all()
+    # slice 3 is wrong: go there with the slice steps, which keep the object's id
+    viewer.dims.set_current_step(0, 2)
+    widget.next_slice()
+    assert widget.current_key == (3,) and widget.object_id_spin.value() == 1
+    widget.add_click(30, 40)
+    widget.direction_combo.setCurrentIndex(widget.direction_combo.findData(1))
+    assert widget.propagate_object() == 1
+    np.testing.assert_array_equal(objects.data[:3], first[:3])
+    for z in (3, 4):  # replaced, not added to (the tiny net drifts a little per slice)
+        rows, cols = np.nonzero(objects.data[z] == 1)
+        assert rows.size > 20 and objects.data[z, 20, 25] == 0
+        assert np.hypot(rows.mean() - 30, cols.mean() - 40) < 6
+    assert "old version cleared" in widget.status_label.text()
+    widget.undo()
+    np.testing.assert_array_equal(objects.data, first)

@@ -12,6 +12,11 @@ history. The widget
 * turns canvas clicks (left: object; right or Shift+left: background) and edits of the
   clicks layer with napari's own Points tools into session clicks, on the slice they lie
   on (the leading axes of an nD image index slices, the last two are spatial);
+* chooses what the model sees: one channel, or up to three mapped to red, green and blue,
+  from the image's own channel axis or from other image layers of its shape (each scaled
+  by its layer's contrast limits);
+* walks a stack: next/previous slice keeping the object's id, and propagation along a
+  chosen axis in a chosen direction, on a worker with progress and Cancel;
 * runs predictions on a napari thread worker (or synchronously when
   :attr:`FbrsWidget.synchronous` is true, for tests), dropping results that a newer click
   made stale;
@@ -83,6 +88,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 MODES = ("NoBRS", "RGB-BRS", "DistMap-BRS", "f-BRS-A", "f-BRS-B", "f-BRS-C")
 #: a press and release of the mouse moving less than this (screen pixels) is a click
 CLICK_TOLERANCE_PX = 5.0
+#: the propagation directions offered: (text, direction)
+DIRECTIONS = (("both ways", 0), ("forward (+1)", 1), ("backward (-1)", -1))
+NO_CHANNEL = "—"
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,7 @@ class _Bridge(QObject):
 
     model_message = Signal(str, bool)  # text, is_error
     status_message = Signal(str)
+    progress = Signal(int, int)  # done, total (propagation)
 
 
 def _notify_error(message: str) -> None:
@@ -170,6 +179,11 @@ def _preview_colormap() -> Any:
     )
 
 
+def _layer_data(layer: Any) -> Any:
+    """The full-resolution data of an image layer (level 0 of a multiscale one)."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
 def _model_key(model: Any) -> str:
     if isinstance(model, (str, Path)):
         return str(model)
@@ -191,9 +205,12 @@ class FbrsWidget(QWidget):
     Public API, also for napari's console (``dock, widget =
     viewer.window.add_plugin_dock_widget("napari-fbrs", "f-BRS")``):
     :meth:`add_click`, :meth:`finish_object`, :meth:`undo`, :meth:`redo`,
-    :meth:`reset_clicks`, :meth:`set_model`, :meth:`configure`, :attr:`session`,
-    :attr:`predictor`, :attr:`current_mask`, :attr:`current_prob`, :attr:`current_key`.
-    Coordinates are ``(y, x)`` = napari ``(row, col)`` in image pixels.
+    :meth:`reset_clicks`, :meth:`next_slice`, :meth:`previous_slice`,
+    :meth:`propagate_object`, :meth:`cancel_propagation`, :meth:`set_channels`,
+    :meth:`set_channel_axis`, :meth:`set_model`, :meth:`configure`, :attr:`session`,
+    :attr:`predictor`, :attr:`current_mask`, :attr:`current_prob`, :attr:`current_key`,
+    :attr:`stack_axis`. Coordinates are ``(y, x)`` = napari ``(row, col)`` in image
+    pixels.
     """
 
     #: Run predictions in the calling thread instead of a napari thread worker (tests,
@@ -215,12 +232,17 @@ class FbrsWidget(QWidget):
         self._running = False
         self._rerun = False
         self._finish_pending = False
+        self._step_pending = 0  # a slice step waiting for a pending finish
+        self._propagating = False
+        self._cancel_requested = False
+        self._limit_layers: list[Image] = []  # layers whose contrast limits we follow
         self._worker: Any = None
         self._nets: dict[tuple[str, str], Any] = {}
         self._net_lock = threading.Lock()
         self._bridge = _Bridge()
         self._bridge.model_message.connect(self._show_model_message)
         self._bridge.status_message.connect(self._set_status)
+        self._bridge.progress.connect(self._show_progress)
         self._bindings: list[tuple[Any, Any]] = []
         self._closed = False
         self._docked = False
@@ -293,6 +315,82 @@ class FbrsWidget(QWidget):
     def image_layer(self) -> Image | None:
         return self._image_layer
 
+    @property
+    def stack_axis(self) -> int | None:
+        """The leading axis that next/previous slice and propagation walk (an index into
+        ``session.stack_shape``, e.g. 0 for t and 1 for z of ``(t, z, y, x)``), chosen in
+        the panel; ``None`` without slices."""
+        data = self.axis_combo.currentData()
+        return None if data is None else int(data)
+
+    @stack_axis.setter
+    def stack_axis(self, axis: int) -> None:
+        index = self.axis_combo.findData(int(axis))
+        if index < 0:
+            raise ValueError(f"axis {axis} is not a slice axis of this image")
+        self.axis_combo.setCurrentIndex(index)
+
+    def set_channel_axis(self, axis: int | None) -> None:
+        """Read channels along ``axis`` of the image layer's data (a leading axis), or
+        ``None`` for none. This starts over on the image (clicks are dropped): the
+        objects then have the image's axes with length 1 along the channel axis."""
+        index = self.channel_axis_combo.findData(-1 if axis is None else int(axis))
+        if index < 0:
+            raise ValueError(f"axis {axis} cannot hold channels of this image")
+        self.channel_axis_combo.setCurrentIndex(index)
+
+    def set_channels(self, red: Any, green: Any = None, blue: Any = None) -> None:
+        """Choose what the model sees.
+
+        Parameters
+        ----------
+        red, green, blue : str, int or None
+            Channels: image layer names (layers of the image's shape), or channel indices
+            when the image has a channel axis (:meth:`set_channel_axis`); ``None`` for
+            black. One channel given alone is seen as grey.
+
+        Notes
+        -----
+        Each channel is scaled by its own layer's contrast limits. The previews of
+        unfinished objects are predicted again with the new input.
+        """
+        for combo, value in zip(self.channel_combos, (red, green, blue), strict=True):
+            index = combo.findData(value) if value is not None else 0
+            if index < 0:
+                raise ValueError(f"{value!r} is not a channel of this image")
+            combo.blockSignals(True)
+            combo.setCurrentIndex(index)
+            combo.blockSignals(False)
+        self._apply_channels()
+
+    def next_slice(self) -> bool:
+        """Go to the next slice along :attr:`stack_axis`, keeping the object id (".").
+
+        If the slice shown has an unfinished object (with an object click), it is
+        finished first. On the next slice, the object is pinned to the id of the object
+        finished here (or the id pinned here), so finishing it there writes the same id.
+
+        Returns
+        -------
+        bool
+            Whether the viewer moved (``False`` at the end of the stack, after a failed
+            finish, or while a pending prediction is finished first: it moves then).
+        """
+        return self._step_slice(+1)
+
+    def previous_slice(self) -> bool:
+        """Go to the previous slice along :attr:`stack_axis`, keeping the object id (",");
+        see :meth:`next_slice`."""
+        return self._step_slice(-1)
+
+    def cancel_propagation(self) -> bool:
+        """Stop a running propagation; nothing is written. Returns whether one ran."""
+        if not self._propagating:
+            return False
+        self._cancel_requested = True
+        self._set_status("Cancelling the propagation...")
+        return True
+
     def add_click(
         self, y: float, x: float, positive: bool = True, key: SliceKey | None = None
     ) -> bool:
@@ -358,23 +456,49 @@ class FbrsWidget(QWidget):
         return self._history_step(undo=False)
 
     def reset_clicks(self) -> bool:
-        """Remove the current slice's clicks (Escape); an undo step."""
+        """Remove the current slice's clicks (Escape); an undo step. Without clicks, it
+        unpins the id kept for the slice's next object instead."""
         session = self._require_session()
         if session is None:
             return False
         self._finish_pending = False
+        self._step_pending = 0
         if not session.reset_clicks(self._key):
+            # nothing to reset: a second Escape forgets the id kept for this slice
+            if session.set_object_label(self._key, None):
+                self._set_status("The next object on this slice gets a new id.")
+                self._update_buttons()
+                return True
             return False
         self._after_change(Change((self._key,), False, "reset of the clicks"))
         return True
 
-    def propagate_object(self) -> int | None:
+    def propagate_object(
+        self,
+        axis: int | None = None,
+        direction: int | None = None,
+        stop_iou: float | None = None,
+    ) -> int | None:
         """Carry the current slice's object through the stack and commit it on every slice
-        reached (one undo step), along the last leading axis (z of ``(t, z, y, x)``).
+        reached (one undo step).
 
         Each next slice is segmented from clicks derived from the previous slice's mask;
-        the walk stops where the object vanishes or changes too much. Existing labels are
-        kept unless "overwrite" is ticked.
+        the walk stops where the object vanishes or changes too much (IoU below
+        ``stop_iou``), before a slice whose clicks are all negative (a stop mark), or at
+        the end of the stack. It runs on a worker, with progress and Cancel. Existing
+        labels are kept unless "overwrite" is ticked; when the object's id is pinned
+        (kept from a neighbouring slice, or set in "Object id"), that id's old pixels on
+        the slices reached are replaced: correct a slice, then propagate from there.
+
+        Parameters
+        ----------
+        axis : int, optional
+            Leading axis to walk (index into ``session.stack_shape``); default the
+            panel's *Slice axis* (:attr:`stack_axis`).
+        direction : int, optional
+            ``0`` both ways, ``+1`` forward, ``-1`` backward; default the panel's.
+        stop_iou : float, optional
+            Default the panel's *Stop IoU*.
 
         Returns
         -------
@@ -388,25 +512,36 @@ class FbrsWidget(QWidget):
         if self._running:
             _notify_info("f-BRS: wait for the running prediction, then propagate.")
             return None
+        axis = self.stack_axis if axis is None else int(axis)
+        direction = self.direction_combo.currentData() if direction is None else direction
+        stop_iou = self.stop_iou_spin.value() if stop_iou is None else float(stop_iou)
         try:
-            request = session.propagation_request(self._key)
+            request = session.propagation_request(
+                self._key, axis=axis, direction=direction, stop_iou=stop_iou
+            )
         except ValueError as exc:
             _notify_warning(f"f-BRS: {exc}")
             return None
         bridge = self._bridge
 
         def progress(done: int, total: int) -> None:
-            bridge.status_message.emit(f"Propagating: {done}/{total} slices...")
+            bridge.progress.emit(done, total)
 
         def cancel() -> bool:
-            return self._closed or session.is_stale(request)
+            return self._closed or self._cancel_requested or session.is_stale(request)
 
-        def work() -> np.ndarray:
+        def work() -> np.ndarray | None:
             return session.compute_propagation(request, progress=progress, cancel=cancel)
 
         self._running = True
+        self._propagating = True
+        self._cancel_requested = False
         self._set_busy(True)
-        self._set_status("Propagating...")
+        stops = (
+            f", stopping before slices {list(request.stop_slices)}" if request.stop_slices else ""
+        )
+        self._set_status(f"Propagating along axis {request.axis}{stops}...")
+        self._update_buttons()
         if self.synchronous:
             try:
                 volume = work()
@@ -507,7 +642,25 @@ class FbrsWidget(QWidget):
         self.image_combo.setToolTip("The image to segment (2D, RGB or nD: last two axes spatial).")
         self.objects_combo = QComboBox()
         self.objects_combo.setToolTip("Labels layer that finished objects are written into.")
+        self.channel_axis_combo = QComboBox()
+        self.channel_axis_combo.setToolTip(
+            "An axis of the image's data that holds channels (not z or t). Layers split "
+            "with napari's channel_axis need none: pick them below."
+        )
+        channel_row = QHBoxLayout()
+        self.channel_combos: list[QComboBox] = []
+        for colour in ("red (or grey)", "green", "blue"):
+            combo = QComboBox()
+            combo.setToolTip(
+                f"Channel the model sees as {colour}: a layer of the image's shape, or a "
+                "channel of its channel axis. One channel alone is seen as grey; each is "
+                "scaled by its own layer's contrast limits."
+            )
+            channel_row.addWidget(combo)
+            self.channel_combos.append(combo)
         form.addRow("Image", self.image_combo)
+        form.addRow("Channel axis", self.channel_axis_combo)
+        form.addRow("Model input (R, G, B)", channel_row)
         form.addRow("Objects", self.objects_combo)
         layout.addWidget(layers_box)
 
@@ -624,17 +777,68 @@ class FbrsWidget(QWidget):
         self.undo_button = QPushButton("Undo (Ctrl+Z)")
         self.redo_button = QPushButton("Redo (Ctrl+Shift+Z)")
         self.reset_button = QPushButton("Reset clicks (Esc)")
-        self.propagate_button = QPushButton("Propagate through the stack")
-        self.propagate_button.setToolTip(
-            "Segment the current object on the neighbouring slices too (along the last "
-            "slice axis) and write it on every slice reached."
-        )
         buttons.addWidget(self.finish_button, 0, 0, 1, 2)
         buttons.addWidget(self.undo_button, 1, 0)
         buttons.addWidget(self.redo_button, 1, 1)
         buttons.addWidget(self.reset_button, 2, 0, 1, 2)
-        buttons.addWidget(self.propagate_button, 3, 0, 1, 2)
         layout.addLayout(buttons)
+
+        # -- stacks
+        self.stack_box = QGroupBox("Stack")
+        form = QFormLayout(self.stack_box)
+        self.axis_combo = QComboBox()
+        self.axis_combo.setToolTip(
+            "The axis (z, t, ...) that the slice steps and propagation walk."
+        )
+        self.prev_button = QPushButton("< Previous slice (,)")
+        self.next_button = QPushButton("Next slice (.) >")
+        for button in (self.prev_button, self.next_button):
+            button.setToolTip(
+                "Finish the object on this slice (if it has one) and go on to the "
+                "neighbouring slice, keeping its id: the object you segment there is the "
+                "same object."
+            )
+        step_row = QHBoxLayout()
+        step_row.addWidget(self.prev_button)
+        step_row.addWidget(self.next_button)
+        self.object_id_spin = QSpinBox()
+        self.object_id_spin.setRange(0, 2**31 - 1)
+        self.object_id_spin.setSpecialValueText("new")
+        self.object_id_spin.setToolTip(
+            "Id of the object on this slice when it is finished or propagated ('new': the "
+            "next free id). A set id replaces that object's old pixels on the slices "
+            "written, so a corrected slice can be finished or propagated again."
+        )
+        self.direction_combo = QComboBox()
+        for text, direction in DIRECTIONS:
+            self.direction_combo.addItem(text, direction)
+        self.stop_iou_spin = QDoubleSpinBox()
+        self.stop_iou_spin.setRange(0.0, 1.0)
+        self.stop_iou_spin.setSingleStep(0.05)
+        self.stop_iou_spin.setValue(0.5)
+        self.stop_iou_spin.setToolTip(
+            "Propagation stops where the object's overlap (IoU) with the previous slice "
+            "drops below this."
+        )
+        self.propagate_button = QPushButton("Propagate")
+        self.propagate_button.setToolTip(
+            "Segment the current object on the neighbouring slices too (along the slice "
+            "axis, in the chosen direction) and write it on every slice reached. A slice "
+            "with only negative clicks is a stop."
+        )
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the propagation; nothing is written.")
+        self.cancel_button.setEnabled(False)
+        propagate_row = QHBoxLayout()
+        propagate_row.addWidget(self.propagate_button)
+        propagate_row.addWidget(self.cancel_button)
+        form.addRow("Slice axis", self.axis_combo)
+        form.addRow(step_row)
+        form.addRow("Object id", self.object_id_spin)
+        form.addRow("Direction", self.direction_combo)
+        form.addRow("Stop IoU", self.stop_iou_spin)
+        form.addRow(propagate_row)
+        layout.addWidget(self.stack_box)
 
         self.progress = QProgressBar()
         self.progress.setRange(0, 0)  # indeterminate: a busy indicator
@@ -649,6 +853,11 @@ class FbrsWidget(QWidget):
 
         # -- signals
         self.image_combo.currentIndexChanged.connect(self._on_image_choice)
+        self.channel_axis_combo.currentIndexChanged.connect(self._on_channel_axis_choice)
+        for combo in self.channel_combos:
+            combo.currentIndexChanged.connect(self._apply_channels)
+        self.axis_combo.currentIndexChanged.connect(self._update_buttons)
+        self.object_id_spin.valueChanged.connect(self._on_object_id)
         self.objects_combo.currentIndexChanged.connect(self._on_objects_choice)
         self.model_combo.currentIndexChanged.connect(self._on_model_choice)
         self.open_button.clicked.connect(self._open_checkpoint)
@@ -672,7 +881,10 @@ class FbrsWidget(QWidget):
         self.undo_button.clicked.connect(self.undo)
         self.redo_button.clicked.connect(self.redo)
         self.reset_button.clicked.connect(self.reset_clicks)
-        self.propagate_button.clicked.connect(self.propagate_object)
+        self.propagate_button.clicked.connect(lambda *_: self.propagate_object())
+        self.cancel_button.clicked.connect(self.cancel_propagation)
+        self.next_button.clicked.connect(self.next_slice)
+        self.prev_button.clicked.connect(self.previous_slice)
         # while the widget has focus (on the canvas, viewer key bindings do the same)
         for seq, slot in (("Ctrl+Z", self.undo), ("Ctrl+Shift+Z", self.redo)):
             shortcut = QShortcut(QKeySequence(seq), self)
@@ -705,17 +917,39 @@ class FbrsWidget(QWidget):
         self.progress.setVisible(busy)
         if busy:
             self._set_status("Predicting...")
+        else:
+            self.progress.setRange(0, 0)  # back to a busy indicator
 
-    def _update_buttons(self) -> None:
+    def _show_progress(self, done: int, total: int) -> None:
+        if not self._propagating:
+            return
+        self.progress.setRange(0, max(int(total), 1))
+        self.progress.setValue(int(done))
+        self._set_status(f"Propagating: {done}/{total} slices...")
+
+    def _update_buttons(self, *_: Any) -> None:
         session = self._session
         has = session is not None
-        self.finish_button.setEnabled(has and bool(session.clicks(self._key)))
-        self.reset_button.setEnabled(has and bool(session.clicks(self._key)))
-        self.propagate_button.setEnabled(
-            has and bool(session.stack_shape) and bool(session.clicks(self._key))
-        )
+        clicks = has and bool(session.clicks(self._key))
+        self.finish_button.setEnabled(clicks)
+        self.reset_button.setEnabled(clicks)
+        stack = has and self.stack_axis is not None
+        self.stack_box.setEnabled(stack)
+        self.propagate_button.setEnabled(stack and clicks and not self._propagating)
+        self.cancel_button.setEnabled(self._propagating)
         self.undo_button.setEnabled(has and session.can_undo)
         self.redo_button.setEnabled(has and session.can_redo)
+        self._show_object_id()
+
+    def _show_object_id(self) -> None:
+        label = None if self._session is None else self._session.object_label(self._key)
+        self.object_id_spin.blockSignals(True)
+        self.object_id_spin.setValue(0 if label is None else int(label))
+        self.object_id_spin.blockSignals(False)
+
+    def _on_object_id(self, value: int) -> None:
+        if self._session is not None:
+            self._session.set_object_label(self._key, int(value) or None)
 
     # ==================================================================== viewer wiring
     def _connect_viewer(self) -> None:
@@ -756,11 +990,19 @@ class FbrsWidget(QWidget):
         def reset(viewer: Any) -> None:
             self.reset_clicks()
 
+        def next_slice(viewer: Any) -> None:
+            self.next_slice()
+
+        def previous_slice(viewer: Any) -> None:
+            self.previous_slice()
+
         for key, func in (
             (KeyMod.CtrlCmd | KeyCode.KeyZ, undo),
             (KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ, redo),
             (KeyCode.Escape, reset),
             (KeyCode.Space, self._space_key),
+            (KeyCode.Period, next_slice),
+            (KeyCode.Comma, previous_slice),
         ):
             previous = self.viewer.bind_key(key, func, overwrite=True)
             self._bindings.append((key, previous))
@@ -866,6 +1108,11 @@ class FbrsWidget(QWidget):
         if self._image_layer is None and self.image_combo.count():
             self._on_image_choice()
         self._refresh_objects_choices()
+        if self._session is not None:
+            with self._guarding():
+                changed = self._fill_channel_choices()
+            if changed:
+                self._apply_channels()
 
     def _on_image_choice(self, *_: Any) -> None:
         name = self.image_combo.currentText()
@@ -873,8 +1120,18 @@ class FbrsWidget(QWidget):
         if layer is self._image_layer:
             return
         self._detach()
+        self._fill_channel_axis_choices(layer)
         if layer is not None:
             self._attach_safely(layer)
+        self._update_buttons()
+
+    def _on_channel_axis_choice(self, *_: Any) -> None:
+        """Another channel axis: a new geometry, so start over on the image."""
+        layer = self._image_layer
+        if layer is None or self._guard:
+            return
+        self._detach()
+        self._attach_safely(layer)
         self._update_buttons()
 
     def _attach_safely(self, layer: Image) -> None:
@@ -889,10 +1146,11 @@ class FbrsWidget(QWidget):
         layer = self._image_layer
         if layer is None or self._session is None:
             return
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = _layer_data(layer)
         if data is self._session.image:
             return
         self._detach()
+        self._fill_channel_axis_choices(layer)
         self._attach_safely(layer)
         self._update_buttons()
 
@@ -905,6 +1163,10 @@ class FbrsWidget(QWidget):
         self._set_status("Select an image layer to segment." if not self._image_layers() else "")
 
     def _detach_layer_events(self) -> None:
+        for lay in self._limit_layers:
+            with contextlib.suppress(Exception):
+                lay.events.contrast_limits.disconnect(self._on_contrast)
+        self._limit_layers = []
         if self._points is not None:
             with contextlib.suppress(Exception):
                 self._points.events.data.disconnect(self._on_points_data)
@@ -912,15 +1174,17 @@ class FbrsWidget(QWidget):
                 self._points.events.features.disconnect(self._on_points_data)
         if self._image_layer is not None:
             with contextlib.suppress(Exception):
-                self._image_layer.events.contrast_limits.disconnect(self._on_contrast)
-            with contextlib.suppress(Exception):
                 self._image_layer.events.data.disconnect(self._on_image_data)
 
     def _attach(self, layer: Image) -> None:
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = _layer_data(layer)
+        channel_axis = self.channel_axis_combo.currentData()
+        if channel_axis is None or channel_axis < 0 or layer.rgb or channel_axis >= data.ndim - 2:
+            channel_axis = None
         session = SegmentationSession(
             data,
             rgb=bool(layer.rgb),
+            channel_axis=channel_axis,
             predictor_factory=self._make_predictor,
             contrast_limits=tuple(layer.contrast_limits),
             prob_thresh=self.thresh_slider.value() / 100.0,
@@ -929,8 +1193,10 @@ class FbrsWidget(QWidget):
         self._session = session
         with self._guarding():
             self._ensure_layers()
+            self._fill_channel_choices(reset=True)
+            self._fill_axis_choices()
         session.set_labels(self._objects.data)
-        layer.events.contrast_limits.connect(self._on_contrast)
+        self._apply_channels(render=False)
         layer.events.data.connect(self._on_image_data)
         self._key = self._compute_key()
         if self._attached_once:
@@ -945,8 +1211,132 @@ class FbrsWidget(QWidget):
         self._schedule()
 
     def _layer_kwargs(self) -> dict[str, Any]:
+        """Scale and translate of the widget's layers: the image's; along a channel axis
+        (length 1 in the layers) one plane spans every channel, so it shows at each."""
         layer = self._image_layer
-        return {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+        scale = [float(v) for v in layer.scale]
+        translate = [float(v) for v in layer.translate]
+        axis = self._session.channel_axis if self._session is not None else None
+        if axis is not None:
+            n = self._session.n_channels
+            translate[axis] += 0.5 * (n - 1) * scale[axis]
+            scale[axis] *= n
+        return {"scale": tuple(scale), "translate": tuple(translate)}
+
+    # ==================================================================== channels
+    def _fill_channel_axis_choices(self, layer: Image | None) -> None:
+        """The leading axes of ``layer``'s data that may hold channels ("none" first)."""
+        combo = self.channel_axis_combo
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem("none", -1)
+        if layer is not None and not layer.rgb:
+            data = _layer_data(layer)
+            labels = list(self.viewer.dims.axis_labels)[-data.ndim :]
+            for i in range(data.ndim - 2):
+                name = labels[i] if i < len(labels) else str(i)
+                combo.addItem(f"axis {i} ({name}, {data.shape[i]})", i)
+        combo.setCurrentIndex(0)
+        combo.setEnabled(combo.count() > 1)
+        combo.blockSignals(False)
+
+    def _channel_layer_names(self) -> list[str]:
+        """Image layers that can be channels of the selected image (same data shape, not
+        RGB), the selected one first."""
+        image = self._image_layer
+        shape = tuple(_layer_data(image).shape)
+        names = [image.name]
+        for lay in self._image_layers():
+            if lay is not image and not lay.rgb and tuple(_layer_data(lay).shape) == shape:
+                names.append(lay.name)
+        return names
+
+    def _fill_channel_choices(self, reset: bool = False) -> bool:
+        """Fill the R, G, B boxes for the current session (keeping the choices that still
+        exist unless ``reset``); returns whether a choice had to change."""
+        session = self._session
+        combos = self.channel_combos
+        before = [c.currentData() for c in combos]
+        if session is None or session.rgb:
+            items: list[tuple[str, Any]] = []
+        elif session.channel_axis is not None:
+            items = [(f"channel {i}", i) for i in range(session.n_channels)]
+        else:
+            items = [(name, name) for name in self._channel_layer_names()]
+        for i, combo in enumerate(combos):
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItem(NO_CHANNEL, None)
+            for text, data in items:
+                combo.addItem(text, data)
+            keep = None if reset else before[i]
+            index = combo.findData(keep) if keep is not None else -1
+            if index < 0:
+                index = 1 if (i == 0 and items) else 0
+            combo.setCurrentIndex(index)
+            combo.setEnabled(bool(items))
+            combo.blockSignals(False)
+        return [c.currentData() for c in combos] != before
+
+    def _apply_channels(self, *_: Any, render: bool = True) -> None:
+        """Give the session the channels chosen in the R, G, B boxes."""
+        session = self._session
+        if session is None or session.rgb:
+            self._follow_limits([self._image_layer] if self._image_layer is not None else [])
+            return
+        chosen = [c.currentData() for c in self.channel_combos]
+        if all(c is None for c in chosen):
+            self.channel_combos[0].setCurrentIndex(1)  # re-enters with the default
+            return
+        picked = [c for c in chosen if c is not None]
+        if session.channel_axis is not None:
+            cmap = tuple(picked) if len(picked) == 1 else tuple(chosen)
+            dropped = session.set_channels(cmap)
+            limit_layers = [self._image_layer]
+        else:
+            names = list(dict.fromkeys(picked))
+            layers = [_unwrap(self.viewer.layers[name]) for name in names]
+            position = {name: i for i, name in enumerate(names)}
+            if len(picked) == 1:
+                cmap = (0,)
+            else:
+                cmap = tuple(None if c is None else position[c] for c in chosen)
+            dropped = session.set_channels(cmap, channels=[_layer_data(lay) for lay in layers])
+            limit_layers = layers
+        self._follow_limits(limit_layers)
+        if render and dropped:
+            self._render(dropped)
+            self._schedule()
+            self._set_status("Model input changed: the previews are predicted again.")
+
+    def _follow_limits(self, layers: list[Image]) -> None:
+        """Follow the contrast limits of ``layers`` (the channels) and the image's."""
+        for lay in self._limit_layers:
+            with contextlib.suppress(Exception):
+                lay.events.contrast_limits.disconnect(self._on_contrast)
+        wanted = list(dict.fromkeys([*layers, self._image_layer]))
+        self._limit_layers = [lay for lay in wanted if lay is not None]
+        for lay in self._limit_layers:
+            lay.events.contrast_limits.connect(self._on_contrast)
+        self._on_contrast()
+
+    def _fill_axis_choices(self) -> None:
+        """The leading axes one can walk (z, t, ...), the last one chosen."""
+        session = self._session
+        combo = self.axis_combo
+        previous = combo.currentData()
+        combo.blockSignals(True)
+        combo.clear()
+        if session is not None:
+            offset = self.viewer.dims.ndim - len(session.labels_shape)
+            labels = list(self.viewer.dims.axis_labels)
+            for i in session.slice_axes:
+                j = offset + i
+                name = labels[j] if 0 <= j < len(labels) else str(i)
+                combo.addItem(f"{name} (axis {i}, {session.stack_shape[i]} slices)", i)
+        index = combo.findData(previous) if previous is not None else -1
+        combo.setCurrentIndex(index if index >= 0 else combo.count() - 1)
+        combo.blockSignals(False)
 
     def _ensure_layers(self) -> None:
         """Create or reuse the three layers, matching the image's shape and transform."""
@@ -988,6 +1378,8 @@ class FbrsWidget(QWidget):
             current.scale, current.translate = kwargs["scale"], kwargs["translate"]
             current.refresh()
         else:
+            if isinstance(current, Labels):  # the preview of another image's geometry
+                layers.remove(current)
             current = Labels(
                 np.zeros(shape, dtype=np.uint8), name=CURRENT_LAYER, opacity=0.55, **kwargs
             )
@@ -1004,6 +1396,14 @@ class FbrsWidget(QWidget):
             and tuple(objects.data.shape) == shape
             and isinstance(objects.data, np.ndarray)
         ):
+            old = _unwrap(layers[OBJECTS_LAYER]) if OBJECTS_LAYER in layers else None
+            if (
+                isinstance(old, Labels)
+                and isinstance(old.data, np.ndarray)
+                and tuple(old.data.shape) != shape
+                and not old.data.any()
+            ):
+                layers.remove(old)  # ours, empty, for another geometry (labels are kept)
             objects = Labels(np.zeros(shape, dtype=np.uint32), name=OBJECTS_LAYER, **kwargs)
             layers.append(objects)
         self._objects = objects
@@ -1032,6 +1432,8 @@ class FbrsWidget(QWidget):
             with self._guarding():
                 self._detach_layer_events()
                 self._ensure_layers()
+            self._image_layer.events.data.connect(self._on_image_data)
+            self._apply_channels(render=False)  # follows the contrast limits again
             self._refresh_objects_choices()
             self._write_points()
             self._render(self._session.preview_keys(), clear=True)
@@ -1069,8 +1471,22 @@ class FbrsWidget(QWidget):
         self._update_buttons()
 
     def _on_contrast(self, event: Any = None) -> None:
-        if self._session is not None and self._image_layer is not None:
-            self._session.contrast_limits = tuple(self._image_layer.contrast_limits)
+        """Contrast limits of the image or a channel layer changed: the model sees what
+        is shown, from the next object on (so a dragged slider does not re-predict)."""
+        session = self._session
+        if session is None or self._image_layer is None:
+            return
+        session.contrast_limits = tuple(self._image_layer.contrast_limits)
+        if session.rgb or session.channel_axis is not None:
+            return
+        names = list(dict.fromkeys(c.currentData() for c in self.channel_combos))
+        layers = [
+            _unwrap(self.viewer.layers[n])
+            for n in names
+            if n is not None and n in self.viewer.layers
+        ]
+        if len(layers) == session.n_channels:
+            session.channel_limits = [tuple(lay.contrast_limits) for lay in layers]
 
     def _apply_default_polarity(self, *_: Any) -> None:
         if self._points is not None:
@@ -1085,10 +1501,8 @@ class FbrsWidget(QWidget):
             return ()
         n = len(session.stack_shape)
         data = self._image_layer.world_to_data(np.asarray(self.viewer.dims.point))
-        return tuple(
-            int(np.clip(np.round(v), 0, size - 1))
-            for v, size in zip(np.asarray(data)[:n], session.stack_shape, strict=True)
-        )
+        key = session.key_at(np.asarray(data)[:n], clip=True)
+        return self._key if key is None else key
 
     def _on_step(self, event: Any = None) -> None:
         if self._session is None:
@@ -1097,11 +1511,12 @@ class FbrsWidget(QWidget):
         if key != self._key:
             self._key = key
             self._finish_pending = False
+            self._step_pending = 0
             self._update_buttons()
             self._schedule()
 
     def _goto(self, key: SliceKey) -> None:
-        """Show slice ``key`` (after an undo/redo elsewhere)."""
+        """Show slice ``key`` (after an undo/redo elsewhere, or a slice step)."""
         if not key or key == self._key or self._image_layer is None:
             return
         layer = self._image_layer
@@ -1109,7 +1524,43 @@ class FbrsWidget(QWidget):
         world = np.asarray(layer.data_to_world(position))
         offset = self.viewer.dims.ndim - layer.ndim
         for i in range(len(key)):
-            self.viewer.dims.set_point(offset + i, float(world[i]))
+            if i != self._session.channel_axis:  # every channel shows the same slice
+                self.viewer.dims.set_point(offset + i, float(world[i]))
+
+    def _step_slice(self, step: int) -> bool:
+        """Next/previous slice along the stack axis, keeping the object id."""
+        session = self._require_session()
+        if session is None:
+            return False
+        if self._propagating:
+            _notify_info("f-BRS: wait for the propagation (or cancel it), then move on.")
+            return False
+        axis = self.stack_axis
+        if axis is None:
+            self._set_status("This image has no slices to step through.")
+            return False
+        target = session.neighbour(self._key, axis, step)
+        if target is None:
+            self._set_status(f"This is the {'last' if step > 0 else 'first'} slice.")
+            return False
+        clicks = session.clicks(self._key)
+        if any(c.positive for c in clicks):  # an unfinished object: finish it first
+            if not session.is_up_to_date(self._key):
+                self._finish_pending = True
+                self._step_pending = step
+                self._set_status("Finishing when the prediction arrives, then moving on...")
+                self._schedule()
+                return False
+            if self._commit_now() is None:
+                return False
+        label = session.carried_label(self._key)
+        if label is not None:
+            session.set_object_label(target, label)
+        self._goto(target)
+        if label is not None:
+            self._set_status(f"Slice {target}: segmenting object {label} (kept).")
+        self._update_buttons()
+        return True
 
     # ==================================================================== input
     def _on_mouse(self, viewer: Any, event: Any) -> Iterator[None]:
@@ -1157,10 +1608,8 @@ class FbrsWidget(QWidget):
         data = np.asarray(layer.world_to_data(position), dtype=float)
         n = len(session.stack_shape)
         y, x = float(data[n]), float(data[n + 1])
-        key = tuple(int(np.round(v)) for v in data[:n])
-        try:
-            session.check_key(key)
-        except ValueError:
+        key = session.key_at(data[:n])
+        if key is None:
             return False
         if not session.click_inside(y, x):
             return False  # outside the image: ignore, as napari's tools do
@@ -1186,11 +1635,9 @@ class FbrsWidget(QWidget):
         mapping: dict[SliceKey, list[SessionClick]] = {}
         rejected = 0
         for row, pos in zip(data, positive, strict=True):
-            key = tuple(int(np.round(v)) for v in row[:n])
+            key = session.key_at(row[:n])
             y, x = float(row[n]), float(row[n + 1])
-            try:
-                session.check_key(key)
-            except ValueError:
+            if key is None:
                 rejected += 1
                 continue
             if not session.click_inside(y, x):
@@ -1325,6 +1772,7 @@ class FbrsWidget(QWidget):
                 self._key, label=label, overwrite=self.overwrite_check.isChecked()
             )
         except (ValueError, TypeError, OverflowError) as exc:
+            self._step_pending = 0
             _notify_warning(f"f-BRS: {exc}")
             return None
         self._after_change(Change((self._key,), True, "commit"))
@@ -1333,7 +1781,12 @@ class FbrsWidget(QWidget):
             if info.promoted_from is not None
             else ""
         )
+        if info.n_cleared:
+            note += f"; {info.n_cleared} pixels of its old version cleared"
         self._set_status(f"Object {info.label} written: {info.n_pixels} pixels{note}.")
+        step, self._step_pending = self._step_pending, 0
+        if step:  # a slice step waited for this finish
+            self._step_slice(step)
         return info.label
 
     # ==================================================================== prediction
@@ -1383,20 +1836,28 @@ class FbrsWidget(QWidget):
             (result.key, len(result.request.clicks), time.perf_counter(), result.seconds)
         )
         n = len(result.request.clicks)
+        stop = (
+            " Only background clicks: a stop mark that propagation does not enter."
+            if session.is_stop(result.key)
+            else ""
+        )
         self._set_status(
             f"{n} click{'s' if n != 1 else ''}: "
-            f"{int(session.mask(result.key).sum())} pixels in the preview."
+            f"{int(session.mask(result.key).sum())} pixels in the preview.{stop}"
         )
         if self._finish_pending and result.key == self._key and session.is_up_to_date(self._key):
             self._commit_now()
         self._update_buttons()
 
-    def _finish_propagation(self, request: Any, volume: np.ndarray) -> int | None:
+    def _finish_propagation(self, request: Any, volume: np.ndarray | None) -> int | None:
         session = self._session
         if session is None or self._closed:
             return None
         if session.is_stale(request):
             self._set_status("Propagation dropped: the object changed meanwhile.")
+            return None
+        if volume is None:
+            self._set_status("Propagation cancelled: nothing was written.")
             return None
         self._adopt_objects_layer()
         label = int(self._objects.selected_label) if self.selected_label_check.isChecked() else None
@@ -1408,9 +1869,12 @@ class FbrsWidget(QWidget):
             _notify_warning(f"f-BRS: {exc}")
             return None
         self._after_change(Change((request.key,), True, "propagation"))
-        slices = int(np.count_nonzero(volume.any(axis=(1, 2))))
+        reached = np.flatnonzero(volume.any(axis=(1, 2)))
+        cleared = f"; {info.n_cleared} pixels of its old version cleared" if info.n_cleared else ""
         self._set_status(
-            f"Object {info.label} written on {slices} slices ({info.n_pixels} pixels)."
+            f"Object {info.label} written on {reached.size} slices "
+            f"({reached[0]}-{reached[-1]} along axis {request.axis}; "
+            f"{info.n_pixels} pixels{cleared})."
         )
         return info.label
 
@@ -1421,6 +1885,7 @@ class FbrsWidget(QWidget):
 
     def _on_error(self, request: PredictionRequest, exc: BaseException) -> None:
         self._finish_pending = False
+        self._step_pending = 0
         session = self._session
         if session is not None and not self._closed:
             try:
@@ -1437,9 +1902,12 @@ class FbrsWidget(QWidget):
 
     def _on_done(self) -> None:
         self._running = False
+        self._propagating = False
+        self._cancel_requested = False
         self._worker = None
         self._set_busy(False)
         self._rerun = False
+        self._update_buttons()
         if not self._closed:
             self._schedule()
 

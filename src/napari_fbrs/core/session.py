@@ -13,6 +13,22 @@ directly on arrays. It holds
   shape without the channel axis);
 * one linear undo/redo history of click edits and commits.
 
+**What the model sees.** A grey image is one *channel*. An image may hold several: along
+one of its leading axes (``channel_axis``; that axis stays in the stack with length 1, so
+the labels broadcast against the image and line up with it in napari), or as separate
+arrays of one shape (``channels``, e.g. napari layers made with ``channel_axis``). The
+*channel map* picks one channel (given to the predictor as grey, with its contrast limits)
+or up to three for red, green and blue (each scaled to ``[0, 1]`` by its own contrast
+limits, then given as a float RGB image). Every read takes one ``(H, W)`` plane, so lazy
+arrays (dask, zarr) are never loaded whole.
+
+**Objects across slices.** The object of a slice may carry a *pinned* id
+(:meth:`~SegmentationSession.set_object_label`): it is then committed with that id, and
+that id's old pixels on the slices written are replaced (a correction of an object that
+exists already). :meth:`~SegmentationSession.carried_label` says which id to keep when
+moving to a neighbouring slice. On a slice whose clicks are all negative (a "stop"
+mark), propagation along a line of slices stops.
+
 Prediction is split so that the slow part can run on a worker thread while the caller
 keeps its event loop responsive::
 
@@ -91,6 +107,9 @@ class _Object:
     predictor: Any = None
     # the predictor's redo stack ends with a state whose optimisation was cut short
     redo_dirty: bool = False
+    pred_gen: int = 0  # input generation the predictor's image was made for
+    prob_gen: int = 0  # input generation of ``prob``
+    label: int | None = None  # pinned id (None: the next free one)
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,6 +127,7 @@ class PredictionRequest:
     key: SliceKey
     clicks: Clicks
     obj: _Object = field(repr=False)
+    gen: int = field(default=0, repr=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,6 +144,13 @@ class PropagationRequest:
         The leading axis walked (index into ``stack_shape``).
     mask : numpy.ndarray
         ``(H, W)`` bool, the object on the start slice.
+    direction : int
+        ``0`` both ways, ``+1`` towards higher indices only, ``-1`` lower only.
+    stop_iou : float
+        Stop where the IoU of consecutive slices' masks drops below this.
+    stop_slices : tuple of int
+        Indices along ``axis`` that are not entered (slices whose clicks are all
+        negative: the user's stop marks).
     """
 
     key: SliceKey
@@ -131,6 +158,10 @@ class PropagationRequest:
     obj: _Object = field(repr=False)
     axis: int = 0
     mask: np.ndarray = field(default=None, repr=False)
+    direction: int = 0
+    stop_iou: float = 0.5
+    stop_slices: tuple[int, ...] = ()
+    gen: int = field(default=0, repr=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,12 +201,16 @@ class CommitInfo:
         Pixels that now hold ``label`` because of the commit.
     promoted_from : numpy.dtype or None
         The labels array's dtype before, when it had to be widened for ``label``.
+    n_cleared : int
+        Pixels of ``label`` set back to 0 because the new object replaced the old one
+        there (a commit with a pinned id, see :meth:`SegmentationSession.commit`).
     """
 
     key: SliceKey
     label: int
     n_pixels: int
     promoted_from: np.dtype | None = None
+    n_cleared: int = 0
 
 
 @dataclass(frozen=True)
@@ -234,6 +269,11 @@ class _Commit:
     fresh: _Object  # the empty object that replaced it (restored by redo)
 
     propagated: bool = False
+    # (M,) intp per labels axis: pixels of ``label`` set to 0 (replaced), disjoint from where
+    cleared: tuple[np.ndarray, ...] | None = None
+    keys: frozenset = frozenset()  # the slices the commit wrote on
+    # a propagation's axis, direction, stop_iou and stop_slices (to replay it), else None
+    propagation: dict | None = None
 
     def describe(self) -> str:
         what = "propagation" if self.propagated else "commit"
@@ -290,6 +330,39 @@ def _clamped(click: SessionClick, shape: tuple[int, int]) -> tuple[float, float,
     )
 
 
+def _pair(value: Any) -> tuple[float, float] | None:
+    """``(low, high)`` as floats, or ``None``."""
+    if value is None:
+        return None
+    lo, hi = (float(v) for v in value)
+    return (lo, hi)
+
+
+class _WalkVolume:
+    """The model input along one line of slices, read one slice at a time.
+
+    What :func:`napari_fbrs.core.propagation.propagate` walks: ``shape`` is ``(n, H, W)``
+    or ``(n, H, W, C)`` and ``numpy.take(volume, k, axis=0)`` (which calls :meth:`take`)
+    reads slice ``k`` only, through :meth:`SegmentationSession.input_slice`.
+    """
+
+    def __init__(self, session: SegmentationSession, key: SliceKey, axis: int):
+        self._session = session
+        self._key = key
+        self._axis = axis
+        n = session.stack_shape[axis]
+        self.shape = (n, *session.spatial_shape, *session.input_channels_shape)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(np.float32)
+
+    def take(self, index: Any, axis: int | None = 0, out: Any = None, mode: str = "raise"):
+        if axis not in (0, -self.ndim) or out is not None or np.ndim(index) != 0:
+            raise NotImplementedError("only one slice along the walked axis can be read")
+        key = list(self._key)
+        key[self._axis] = int(index)
+        return self._session.input_slice(tuple(key))[0]
+
+
 class _CancelProbe:
     """Cancel callback for one request that remembers whether it ever fired."""
 
@@ -310,10 +383,22 @@ class SegmentationSession:
     ----------
     image : array-like
         ``(..., H, W)`` grey or, with ``rgb=True``, ``(..., H, W, C)`` with ``C`` in
-        ``{3, 4}``; any numeric dtype. Lazy arrays (dask, zarr) are read one slice at a
-        time, when that slice's predictor is made.
+        ``{3, 4}``; any numeric dtype. Lazy arrays (dask, zarr) are read one ``(H, W)``
+        plane at a time, when a slice's predictor is made (or a slice is propagated to).
     rgb : bool
         Whether the last axis holds colour channels.
+    channel_axis : int, optional
+        A leading axis of ``image`` (not one of the last two, not with ``rgb``) that holds
+        channels. It stays in :attr:`stack_shape` with length 1: the labels have the
+        image's number of axes and broadcast against it.
+    channels : sequence of array-like, optional
+        Channels as separate arrays, each of ``image``'s shape (napari layers split with
+        ``channel_axis``); ``image`` then only gives the geometry (it usually is one of
+        them). Not with ``channel_axis`` or ``rgb``.
+    channel_map : sequence of int or None, optional
+        Which channels the model sees (indices into the channels): one index: that
+        channel, as grey; two or three: red, green(, blue), ``None`` for a black colour.
+        Default ``(0,)``. See :meth:`set_channels`.
     labels : numpy.ndarray, optional
         Integer array of shape :attr:`labels_shape` to commit objects into (it is written
         in place unless its dtype must be widened). Default: zeros, ``uint32``.
@@ -322,7 +407,12 @@ class SegmentationSession:
         per object, on the thread that runs :meth:`compute`, so predictor settings take
         effect from the next object. Required before the first prediction.
     contrast_limits : (low, high), optional
-        Intensity window passed to ``Predictor.set_image`` (napari's contrast limits).
+        Intensity window of every channel (napari's contrast limits): what is shown is
+        what the model sees. Default: the predictor's rules (``uint8 / 255``, else robust
+        percentiles of the slice). Read when a predictor is made (from the next object).
+    channel_limits : sequence of (low, high) or None, optional
+        Per channel (one entry per channel), overriding ``contrast_limits`` for that
+        channel: each napari channel layer has its own.
     prob_thresh : float
         Threshold of the preview masks and of commits; changing it re-thresholds without
         recomputing.
@@ -345,9 +435,13 @@ class SegmentationSession:
         image: Any,
         *,
         rgb: bool = False,
+        channel_axis: int | None = None,
+        channels: Sequence[Any] | None = None,
+        channel_map: Sequence[int | None] | None = None,
         labels: np.ndarray | None = None,
         predictor_factory: Callable[[], Predictor] | None = None,
         contrast_limits: Sequence[float] | None = None,
+        channel_limits: Sequence[Sequence[float] | None] | None = None,
         prob_thresh: float = 0.49,
         max_live_predictors: int = 4,
         max_history: int = 1000,
@@ -356,6 +450,8 @@ class SegmentationSession:
         if rgb:
             if len(shape) < 3 or shape[-1] not in (3, 4):
                 raise ValueError(f"an RGB image needs a last axis of 3 or 4, got shape {shape}")
+            if channel_axis is not None or channels is not None:
+                raise ValueError("an RGB image has its colours already: no channel_axis/channels")
             spatial_shape = shape[-3:-1]
             stack_shape = shape[:-3]
         else:
@@ -365,12 +461,33 @@ class SegmentationSession:
             stack_shape = shape[:-2]
         if min(spatial_shape) < 1:
             raise ValueError(f"the image is empty (shape {shape})")
+        if channel_axis is not None:
+            if channels is not None:
+                raise ValueError("give channels either along channel_axis or as arrays")
+            n_lead = len(stack_shape)
+            axis = int(channel_axis)
+            axis = axis + len(shape) if axis < 0 else axis
+            if not 0 <= axis < n_lead:
+                raise ValueError(
+                    f"channel_axis {channel_axis} is not a leading axis of the image of "
+                    f"shape {shape} (the last two axes are spatial)"
+                )
+            self._channel_axis: int | None = axis
+            self._n_channels = stack_shape[axis]
+            stack_shape = stack_shape[:axis] + (1,) + stack_shape[axis + 1 :]
+        else:
+            self._channel_axis = None
+            self._n_channels = 0 if rgb else 1
         self._image = image
         self.rgb = bool(rgb)
         self.stack_shape: tuple[int, ...] = stack_shape
         self.spatial_shape: tuple[int, int] = (int(spatial_shape[0]), int(spatial_shape[1]))
+        self._channel_arrays: tuple[Any, ...] | None = None
+        self._channel_map: tuple[int | None, ...] | None = None if rgb else (0,)
+        self._input_gen = 0
         self.predictor_factory = predictor_factory
-        self.contrast_limits = None if contrast_limits is None else tuple(contrast_limits)
+        self.contrast_limits = contrast_limits
+        self._channel_limits: tuple[tuple[float, float] | None, ...] | None = None
         self.prob_thresh = prob_thresh
         self.max_live_predictors = max(1, int(max_live_predictors))
         self.max_history = max(1, int(max_history))
@@ -383,12 +500,193 @@ class SegmentationSession:
         self._undone: list[_Entry] = []
         self._lock = threading.RLock()  # one predictor computation at a time
         self._live: list[_Object] = []  # objects holding a predictor, oldest first
+        if channels is not None or channel_map is not None:
+            self.set_channels(channel_map, channels=channels)
+        self.channel_limits = channel_limits
 
     # -- shapes and settings ----------------------------------------------------------------
     @property
     def image(self) -> Any:
         """The image array the session segments (as given)."""
         return self._image
+
+    @property
+    def contrast_limits(self) -> tuple[float, float] | None:
+        """``(low, high)`` intensity window of every channel, or ``None`` (see the class
+        parameters); a change applies to predictors made from then on."""
+        return self._contrast_limits
+
+    @contrast_limits.setter
+    def contrast_limits(self, value: Sequence[float] | None) -> None:
+        self._contrast_limits = _pair(value)
+
+    @property
+    def channel_limits(self) -> tuple[tuple[float, float] | None, ...] | None:
+        """Per-channel ``(low, high)`` windows (``None`` entries fall back to
+        :attr:`contrast_limits`), or ``None``."""
+        return self._channel_limits
+
+    @channel_limits.setter
+    def channel_limits(self, value: Sequence[Sequence[float] | None] | None) -> None:
+        if value is None:
+            self._channel_limits = None
+            return
+        limits = tuple(_pair(v) for v in value)
+        if len(limits) != self.n_channels:
+            raise ValueError(
+                f"channel_limits needs one entry per channel ({self.n_channels}), got {len(limits)}"
+            )
+        self._channel_limits = limits
+
+    @property
+    def channel_axis(self) -> int | None:
+        """The leading axis of :attr:`image` that holds channels (length 1 in
+        :attr:`stack_shape`), or ``None``."""
+        return self._channel_axis
+
+    @property
+    def n_channels(self) -> int:
+        """Number of channels: along :attr:`channel_axis`, or separate arrays, or 1 for a
+        grey image; 0 for an RGB image (its colours are used as they are)."""
+        if self._channel_arrays is not None:
+            return len(self._channel_arrays)
+        return self._n_channels
+
+    @property
+    def channel_map(self) -> tuple[int | None, ...] | None:
+        """Channels the model sees: ``(c,)`` grey, or ``(r, g[, b])`` with ``None`` for a
+        black colour; ``None`` for an RGB image."""
+        return self._channel_map
+
+    @property
+    def input_channels_shape(self) -> tuple[int, ...]:
+        """Trailing shape of what the predictor gets: ``()`` grey, ``(3,)`` a mapped RGB,
+        ``(C,)`` an RGB(A) image."""
+        if self.rgb:
+            return (int(self._image.shape[-1]),)
+        return () if len(self._channel_map) == 1 else (3,)
+
+    def set_channels(
+        self,
+        channel_map: Sequence[int | None] | None = None,
+        *,
+        channels: Sequence[Any] | None = None,
+    ) -> list[SliceKey]:
+        """Choose what the model sees (see the class parameters).
+
+        The previews of unfinished objects are dropped when it changes: their next
+        prediction makes a new predictor on the new input and replays their clicks (a
+        running prediction becomes stale). Not an undo step.
+
+        Parameters
+        ----------
+        channel_map : sequence of int or None, optional
+            One channel index (grey) or two or three (red, green, blue; ``None``: black).
+            Default: keep the current one, or ``(0,)`` when the channels change.
+        channels : sequence of array-like, optional
+            New separate channel arrays, each of :attr:`image`'s shape (only for a
+            session without :attr:`channel_axis`). Default: keep them.
+
+        Returns
+        -------
+        list of SliceKey
+            Slices whose previews were dropped.
+
+        Raises
+        ------
+        ValueError
+            An RGB image, a wrong shape, or a map that is empty, too long, all ``None``
+            or out of range. Nothing changes.
+        """
+        if self.rgb:
+            raise ValueError("an RGB image is used as it is: it has no channels to map")
+        arrays = self._channel_arrays
+        if channels is not None:
+            if self._channel_axis is not None:
+                raise ValueError("this image has its channels along channel_axis")
+            arrays = tuple(channels)
+            if not arrays:
+                raise ValueError("channels is empty")
+            shape = tuple(int(s) for s in self._image.shape)
+            for array in arrays:
+                if tuple(int(s) for s in array.shape) != shape:
+                    raise ValueError(
+                        f"a channel of shape {tuple(array.shape)} does not match the image {shape}"
+                    )
+        n = len(arrays) if arrays is not None else self._n_channels
+        if channel_map is None:
+            channel_map = self._channel_map if channels is None else (0,)
+        cmap = tuple(None if c is None else int(c) for c in channel_map)
+        if not 1 <= len(cmap) <= 3 or all(c is None for c in cmap):
+            raise ValueError(f"a channel map has one to three channels, got {channel_map}")
+        if len(cmap) == 1 and cmap[0] is None:
+            raise ValueError("a one-channel map needs a channel")
+        for c in cmap:
+            if c is not None and not 0 <= c < n:
+                raise ValueError(f"channel {c} does not exist (the image has {n})")
+        same_arrays = arrays is self._channel_arrays or (
+            arrays is not None
+            and self._channel_arrays is not None
+            and len(arrays) == len(self._channel_arrays)
+            and all(a is b for a, b in zip(arrays, self._channel_arrays, strict=True))
+        )
+        if same_arrays and cmap == self._channel_map:
+            return []
+        if arrays is not None and self._channel_limits is not None:
+            if len(arrays) != len(self._channel_limits):
+                self._channel_limits = None
+        self._channel_arrays = arrays
+        self._channel_map = cmap
+        self._input_gen += 1
+        dropped = []
+        for key, obj in sorted(self._objects.items()):
+            if obj.prob is not None:
+                dropped.append(key)
+            obj.prob, obj.prob_clicks = None, ()
+        return dropped
+
+    def _limits(self, channel: int | None) -> tuple[float, float] | None:
+        if channel is not None and self._channel_limits is not None:
+            limits = self._channel_limits[channel]
+            if limits is not None:
+                return limits
+        return self._contrast_limits
+
+    def _plane(self, channel: int, key: SliceKey) -> np.ndarray:
+        """One ``(H, W)`` plane of one channel, read alone."""
+        if self._channel_axis is not None:
+            index = list(key)
+            index[self._channel_axis] = channel
+            return np.asarray(self._image[tuple(index)])
+        source = self._image if self._channel_arrays is None else self._channel_arrays[channel]
+        return np.asarray(source[key] if key else source)
+
+    def input_slice(self, key: SliceKey = ()) -> tuple[np.ndarray, tuple[float, float] | None]:
+        """What the predictor gets for slice ``key``: the image and its contrast limits.
+
+        Returns
+        -------
+        image : numpy.ndarray
+            ``(H, W)`` one channel (any dtype, as stored); ``(H, W, 3)`` float32 in
+            ``[0, 1]`` for a map of two or three channels, each scaled by its own
+            contrast limits (or the predictor's default rules), black for ``None``;
+            ``(H, W, C)`` for an RGB(A) image.
+        contrast_limits : (low, high) or None
+            The window to pass with it (``(0.0, 1.0)`` for a mapped RGB).
+        """
+        key = self.check_key(key)
+        if self.rgb:
+            return np.asarray(self._image[key] if key else self._image), self._contrast_limits
+        cmap = self._channel_map
+        if len(cmap) == 1:
+            return self._plane(cmap[0], key), self._limits(cmap[0])
+        from napari_fbrs.core.image import to_unit_rgb
+
+        out = np.zeros((*self.spatial_shape, 3), dtype=np.float32)
+        for i, c in enumerate(cmap):
+            if c is not None:
+                out[..., i] = to_unit_rgb(self._plane(c, key), self._limits(c))[0]
+        return out, (0.0, 1.0)
 
     @property
     def labels_shape(self) -> tuple[int, ...]:
@@ -437,6 +735,71 @@ class SegmentationSession:
             np.isfinite(y) and np.isfinite(x) and -0.5 <= y < h - 0.5 and -0.5 <= x < w - 0.5
         )
 
+    def key_at(self, coords: Sequence[float], clip: bool = False) -> SliceKey | None:
+        """The slice at data coordinates of the image's leading axes.
+
+        Parameters
+        ----------
+        coords : sequence of float
+            One coordinate per leading axis of :attr:`image` (``len(stack_shape)``),
+            e.g. from napari's ``layer.world_to_data``; rounded to the nearest index. The
+            coordinate along :attr:`channel_axis` is ignored (every channel is one slice).
+        clip : bool
+            Clip to the stack instead of returning ``None`` outside it.
+
+        Returns
+        -------
+        SliceKey or None
+            ``None`` when a coordinate lies outside the stack (without ``clip``) or is
+            not finite.
+        """
+        coords = [float(v) for v in coords]
+        if len(coords) != len(self.stack_shape) or not all(np.isfinite(coords)):
+            return None
+        key = []
+        for i, (v, n) in enumerate(zip(coords, self.stack_shape, strict=True)):
+            k = 0 if i == self._channel_axis else int(np.round(v))
+            if clip:
+                k = min(max(k, 0), n - 1)
+            elif not 0 <= k < n:
+                return None
+            key.append(k)
+        return tuple(key)
+
+    @property
+    def slice_axes(self) -> tuple[int, ...]:
+        """Leading axes with more than one slice (z, t, ...): those one can walk along
+        (indices into :attr:`stack_shape`)."""
+        return tuple(i for i, n in enumerate(self.stack_shape) if n > 1)
+
+    @property
+    def default_axis(self) -> int | None:
+        """The axis walked by default: the last of :attr:`slice_axes` (z of
+        ``(t, z, y, x)``), or ``None`` without slices."""
+        return self.slice_axes[-1] if self.slice_axes else None
+
+    def _check_axis(self, axis: int | None) -> int:
+        axis = self.default_axis if axis is None else int(axis)
+        if axis is None or not 0 <= axis < len(self.stack_shape) or axis == self._channel_axis:
+            raise ValueError(f"axis {axis} is not a slice axis of the stack {self.stack_shape}")
+        return axis
+
+    def neighbour(self, key: SliceKey, axis: int | None = None, step: int = 1) -> SliceKey | None:
+        """The slice ``step`` slices from ``key`` along ``axis`` (default
+        :attr:`default_axis`), or ``None`` past the end of the stack.
+
+        Raises
+        ------
+        ValueError
+            A bad key, or an axis that is not a slice axis.
+        """
+        key = self.check_key(key)
+        axis = self._check_axis(axis)
+        k = key[axis] + int(step)
+        if not 0 <= k < self.stack_shape[axis]:
+            return None
+        return key[:axis] + (k,) + key[axis + 1 :]
+
     def _make_click(self, y: float, x: float, positive: bool) -> SessionClick:
         if not self.click_inside(y, x):
             h, w = self.spatial_shape
@@ -444,7 +807,9 @@ class SegmentationSession:
         return SessionClick(float(y), float(x), bool(positive))
 
     def image_slice(self, key: SliceKey = ()) -> np.ndarray:
-        """The image of one slice: ``(H, W)`` or ``(H, W, C)``, as a numpy array."""
+        """The plane of :attr:`image` at slice ``key`` as stored, as a numpy array: ``(H, W)``
+        or ``(H, W, C)`` RGB(A); with a :attr:`channel_axis`, its channel 0. See
+        :meth:`input_slice` for what the model sees."""
         key = self.check_key(key)
         return np.asarray(self._image[key] if key else self._image)
 
@@ -554,6 +919,82 @@ class SegmentationSession:
         self._record(_ClicksEdit(key, obj.clicks, ()))
         return True
 
+    def is_stop(self, key: SliceKey = ()) -> bool:
+        """Whether slice ``key`` is a stop mark: it has clicks, all negative."""
+        obj = self._objects.get(self.check_key(key))
+        return obj is not None and bool(obj.clicks) and not any(c.positive for c in obj.clicks)
+
+    def stop_slices(self, key: SliceKey, axis: int | None = None) -> tuple[int, ...]:
+        """Indices along ``axis`` of the stop marks (:meth:`is_stop`) on ``key``'s line of
+        slices (the other leading indices fixed), ``key`` itself excluded, ascending."""
+        key = self.check_key(key)
+        axis = self._check_axis(axis)
+        out = []
+        for k in self._objects:
+            same_line = all(
+                a == b for i, (a, b) in enumerate(zip(k, key, strict=True)) if i != axis
+            )
+            if same_line and k != key and self.is_stop(k):
+                out.append(k[axis])
+        return tuple(sorted(out))
+
+    # -- object ids -------------------------------------------------------------------------
+    def object_label(self, key: SliceKey = ()) -> int | None:
+        """The pinned id of slice ``key``'s current object, or ``None`` (it gets the next
+        free id when committed)."""
+        obj = self._objects.get(self.check_key(key))
+        return None if obj is None else obj.label
+
+    def set_object_label(self, key: SliceKey, label: int | None) -> bool:
+        """Pin the id that slice ``key``'s current object is committed with (not an undo
+        step; an undone commit brings its object back with its pin).
+
+        A commit with a pinned id *replaces* that id on the slices it writes: the id's
+        old pixels there are cleared first, so finishing or propagating a corrected
+        object never leaves pieces of its old version behind.
+
+        Parameters
+        ----------
+        key : SliceKey
+            The slice.
+        label : int or None
+            The id (at least 1), or ``None`` to unpin.
+
+        Returns
+        -------
+        bool
+            Whether the pin changed.
+        """
+        key = self.check_key(key)
+        if label is not None:
+            label = int(label)
+            if label < 1:
+                raise ValueError(f"label ids start at 1, got {label}")
+        obj = self._obj(key)
+        if obj.label == label:
+            return False
+        obj.label = label
+        return True
+
+    def carried_label(self, key: SliceKey = ()) -> int | None:
+        """The id to keep when moving on from slice ``key`` to a neighbour (the same
+        object, on the next slice).
+
+        Returns
+        -------
+        int or None
+            The pinned id of ``key``'s current object; else the id of the most recent
+            commit (in the undo history) that wrote on ``key``; else ``None``.
+        """
+        key = self.check_key(key)
+        obj = self._objects.get(key)
+        if obj is not None and obj.label is not None:
+            return obj.label
+        for entry in reversed(self._done):
+            if isinstance(entry, _Commit) and key in entry.keys:
+                return entry.label
+        return None
+
     # -- prediction -------------------------------------------------------------------------
     def prob(self, key: SliceKey = ()) -> np.ndarray | None:
         """Last computed ``(H, W)`` float32 probability map of slice ``key`` (or ``None``).
@@ -605,13 +1046,15 @@ class SegmentationSession:
             return None
         if obj.prob is not None and obj.prob_clicks == obj.clicks:
             return None
-        return PredictionRequest(key, obj.clicks, obj)
+        return PredictionRequest(key, obj.clicks, obj, self._input_gen)
 
     def is_stale(self, request: PredictionRequest | PropagationRequest) -> bool:
-        """Whether ``request`` no longer describes its slice (clicks changed or committed)."""
+        """Whether ``request`` no longer describes its slice (clicks changed or committed,
+        or the channels the model sees changed)."""
         return (
             self._objects.get(request.key) is not request.obj
             or request.obj.clicks != request.clicks
+            or request.gen != self._input_gen
         )
 
     def compute(self, request: PredictionRequest) -> PredictionResult | None:
@@ -640,12 +1083,13 @@ class SegmentationSession:
                 return None
             obj = request.obj
             pred = obj.predictor
-            if pred is None:
+            if pred is None or obj.pred_gen != request.gen:
                 if self.predictor_factory is None:
                     raise RuntimeError("no predictor factory: set session.predictor_factory")
                 pred = self.predictor_factory()
-                pred.set_image(self.image_slice(request.key), contrast_limits=self.contrast_limits)
-                obj.predictor, obj.redo_dirty = pred, False
+                image, limits = self.input_slice(request.key)
+                pred.set_image(image, contrast_limits=limits)
+                obj.predictor, obj.redo_dirty, obj.pred_gen = pred, False, request.gen
             self._touch(obj)
             probe = _CancelProbe(lambda: self.is_stale(request))
             pred.set_cancel_callback(probe)
@@ -706,6 +1150,7 @@ class SegmentationSession:
             return False
         obj = result.request.obj
         obj.prob, obj.prob_clicks = result.prob, result.request.clicks
+        obj.prob_gen = result.request.gen
         return True
 
     def predict(self, key: SliceKey = ()) -> np.ndarray | None:
@@ -802,7 +1247,11 @@ class SegmentationSession:
         return int(self._labels.max()) + 1
 
     def commit(
-        self, key: SliceKey = (), label: int | None = None, overwrite: bool = False
+        self,
+        key: SliceKey = (),
+        label: int | None = None,
+        overwrite: bool = False,
+        replace: bool | None = None,
     ) -> CommitInfo:
         """Write slice ``key``'s current object into the labels (an undo step).
 
@@ -814,10 +1263,14 @@ class SegmentationSession:
         key : SliceKey
             The slice.
         label : int, optional
-            The id to write; default :meth:`next_label`.
+            The id to write; default the object's pinned id (:meth:`set_object_label`),
+            else :meth:`next_label`.
         overwrite : bool
             Also write over pixels that hold another label; by default only background
             (0) pixels are written, so no existing label is ever lost.
+        replace : bool, optional
+            First clear the id's old pixels on this slice (they become 0 unless the new
+            mask covers them). Default: when the id is the object's pinned one.
 
         Returns
         -------
@@ -835,9 +1288,23 @@ class SegmentationSession:
         """
         key = self.check_key(key)
         obj, mask = self._finished_mask(key)
+        label, replace = self._resolve_label(obj, label, replace)
         rows, cols = np.nonzero(mask)
         where = tuple(np.full(rows.size, k, dtype=np.intp) for k in key) + (rows, cols)
-        return self._commit_where(key, obj, where, label, overwrite, propagated=False)
+        return self._commit_where(
+            key, obj, where, label, overwrite, propagated=False, keys=(key,), replace=replace
+        )
+
+    def _resolve_label(
+        self, obj: _Object, label: int | None, replace: bool | None
+    ) -> tuple[int, bool]:
+        pinned = label is None and obj.label is not None
+        if label is None:
+            label = obj.label if obj.label is not None else self.next_label()
+        label = int(label)
+        if label < 1:
+            raise ValueError(f"label ids start at 1, got {label}")
+        return label, pinned if replace is None else bool(replace)
 
     def _finished_mask(self, key: SliceKey) -> tuple[_Object, np.ndarray]:
         obj = self._objects.get(key)
@@ -855,24 +1322,47 @@ class SegmentationSession:
         key: SliceKey,
         obj: _Object,
         where: tuple[np.ndarray, ...],
-        label: int | None,
+        label: int,
         overwrite: bool,
         propagated: bool,
+        keys: Iterable[SliceKey],
+        replace: bool = False,
+        propagation: dict | None = None,
     ) -> CommitInfo:
         """Write ``label`` at the full-array indices ``where`` (one undo step) and start a
-        new object on ``key``. Raises before modifying anything."""
+        new object on ``key``; with ``replace``, first clear ``label`` on the slices
+        ``keys``. Raises before modifying anything."""
         self._check_labels(self._labels)
-        label = self.next_label() if label is None else int(label)
-        if label < 1:
-            raise ValueError(f"label ids start at 1, got {label}")
+        keys = frozenset(keys)
         labels = self._labels
         target = promoted_dtype(labels.dtype, label)
+        full_where = where
         old = labels[where]
+        kept = 0
         if not overwrite:
             keep = old == 0
+            if replace:
+                kept = int(np.count_nonzero(old == label))
             where = tuple(w[keep] for w in where)
             old = old[keep]
-        if where[0].size == 0:
+        cleared = None
+        if replace and (labels.dtype == np.bool_ or label <= np.iinfo(labels.dtype).max):
+            parts = []
+            for k in sorted(keys):
+                found = np.nonzero(labels[k] == label)
+                if found[0].size:
+                    parts.append(tuple(np.full(found[0].size, i, dtype=np.intp) for i in k) + found)
+            if parts:
+                old_pixels = tuple(np.concatenate(a) for a in zip(*parts, strict=True))
+                if full_where[0].size:  # old pixels that the new mask covers stay
+                    again = np.isin(
+                        np.ravel_multi_index(old_pixels, labels.shape),
+                        np.ravel_multi_index(full_where, labels.shape),
+                    )
+                    old_pixels = tuple(a[~again] for a in old_pixels)
+                if old_pixels[0].size:
+                    cleared = old_pixels
+        if where[0].size == 0 and kept == 0 and cleared is None:
             raise ValueError(
                 "the object lies entirely on existing labels; tick 'overwrite' to replace them"
             )
@@ -880,92 +1370,155 @@ class SegmentationSession:
         if target != labels.dtype:
             promoted_from = labels.dtype
             labels = labels.astype(target)
+        if cleared is not None:
+            labels[cleared] = 0
         labels[where] = label
         self._labels = labels
         fresh = _Object()
         entry = _Commit(
-            key,
-            label,
-            where,
-            old,
-            promoted_from,
-            target if promoted_from is not None else None,
-            obj,
-            fresh,
-            propagated,
+            key=key,
+            label=label,
+            where=where,
+            old_values=old,
+            promoted_from=promoted_from,
+            promoted_to=target if promoted_from is not None else None,
+            obj=obj,
+            fresh=fresh,
+            propagated=propagated,
+            cleared=cleared,
+            keys=keys,
+            propagation=propagation,
         )
         self._objects[key] = fresh
         self._push(entry)
         self._release_committed_predictors()
-        return CommitInfo(key, label, int(where[0].size), promoted_from)
+        n_cleared = 0 if cleared is None else int(cleared[0].size)
+        return CommitInfo(key, label, int(where[0].size), promoted_from, n_cleared)
 
     # -- propagation through a stack --------------------------------------------------------
     def propagation_request(
-        self, key: SliceKey = (), axis: int | None = None
+        self,
+        key: SliceKey = (),
+        axis: int | None = None,
+        direction: int = 0,
+        stop_iou: float = 0.5,
+        stop_slices: Iterable[int] | None = None,
     ) -> PropagationRequest:
-        """Snapshot slice ``key``'s finished-looking object for :meth:`compute_propagation`.
+        """Snapshot slice ``key``'s object for :meth:`compute_propagation` (main thread).
 
         Parameters
         ----------
         key : SliceKey
             The slice whose current mask starts the propagation.
         axis : int, optional
-            The leading axis to walk (an index into :attr:`stack_shape`); default the last
-            one (z in ``(t, z, y, x)``).
+            The leading axis to walk (an index into :attr:`stack_shape`); default
+            :attr:`default_axis` (z of ``(t, z, y, x)``).
+        direction : int
+            ``0`` both ways, ``+1`` towards higher indices only, ``-1`` lower only.
+        stop_iou : float
+            Stop where the IoU between consecutive slices' masks drops below this.
+        stop_slices : iterable of int, optional
+            Indices along ``axis`` not to enter; default :meth:`stop_slices` (the slices
+            of the line whose clicks are all negative).
 
         Raises
         ------
         ValueError
-            A 2D image, an axis outside the stack, or no up-to-date non-empty mask on
-            ``key``.
+            A 2D image, an axis that is not a slice axis, a bad direction or stop_iou, or
+            no up-to-date non-empty mask on ``key``.
         """
         key = self.check_key(key)
         if not self.stack_shape:
             raise ValueError("propagation needs a stack: this image has no slices")
-        axis = len(self.stack_shape) - 1 if axis is None else int(axis)
-        if not 0 <= axis < len(self.stack_shape):
-            raise ValueError(f"axis {axis} is not a slice axis of the stack {self.stack_shape}")
+        axis = self._check_axis(axis)
+        direction = int(direction)
+        if direction not in (-1, 0, 1):
+            raise ValueError(f"direction must be -1, 0 or +1, got {direction}")
+        stop_iou = float(stop_iou)
+        if not 0.0 <= stop_iou <= 1.0:
+            raise ValueError(f"stop_iou must lie in [0, 1], got {stop_iou}")
+        if stop_slices is None:
+            stops = self.stop_slices(key, axis)
+        else:
+            stops = tuple(sorted({int(k) for k in stop_slices} - {key[axis]}))
         obj, mask = self._finished_mask(key)
-        return PropagationRequest(key, obj.clicks, obj, axis, mask.copy())
+        return PropagationRequest(
+            key,
+            obj.clicks,
+            obj,
+            axis,
+            mask.copy(),
+            direction,
+            stop_iou,
+            stops,
+            self._input_gen,
+        )
 
     def compute_propagation(
         self,
         request: PropagationRequest,
         *,
-        stop_iou: float = 0.5,
+        stop_iou: float | None = None,
         progress: Callable[[int, int], None] | None = None,
         cancel: Callable[[], bool] | None = None,
-    ) -> np.ndarray:
+    ) -> np.ndarray | None:
         """Carry the object through the stack (any thread; slow).
 
         A fresh predictor from ``predictor_factory`` segments each next slice from clicks
         derived from the previous slice's mask (:func:`napari_fbrs.core.propagation.
-        propagate`), along ``request.axis`` with the other leading indices fixed.
+        propagate`), along ``request.axis`` with the other leading indices fixed, in
+        ``request.direction``, not entering ``request.stop_slices``. Each slice is read
+        alone (:meth:`input_slice`), when it is reached.
+
+        Parameters
+        ----------
+        request : PropagationRequest
+            From :meth:`propagation_request`.
+        stop_iou : float, optional
+            Overrides ``request.stop_iou``.
+        progress : callable, optional
+            ``progress(done, total)`` after each slice.
+        cancel : callable, optional
+            ``cancel() -> bool``, polled before each slice.
 
         Returns
         -------
-        numpy.ndarray
+        numpy.ndarray or None
             ``(n, H, W)`` bool, ``n = stack_shape[request.axis]``: the object on every
-            slice reached (``request.mask`` on the start slice).
+            slice reached (``request.mask`` on the start slice); ``None`` when ``cancel``
+            stopped it (nothing is to be written).
         """
         from napari_fbrs.core.propagation import propagate
 
         if self.predictor_factory is None:
             raise RuntimeError("no predictor factory: set session.predictor_factory")
         predictor = self.predictor_factory()
-        index = tuple(slice(None) if i == request.axis else k for i, k in enumerate(request.key))
-        volume = self._image[index] if index else self._image
-        return propagate(
+        volume = _WalkVolume(self, request.key, request.axis)
+        limits = self._input_limits()
+        result = propagate(
             predictor,
             volume,
             request.key[request.axis],
             request.mask,
             axis=0,
-            stop_iou=stop_iou,
-            contrast_limits=self.contrast_limits,
+            direction=request.direction,
+            stop_iou=request.stop_iou if stop_iou is None else float(stop_iou),
+            stop_slices=request.stop_slices,
+            contrast_limits=limits,
             progress=progress,
             cancel=cancel,
         )
+        if cancel is not None and cancel():
+            return None
+        return result
+
+    def _input_limits(self) -> tuple[float, float] | None:
+        """The contrast limits that go with :meth:`input_slice`'s images."""
+        if self.rgb:
+            return self._contrast_limits
+        if len(self._channel_map) == 1:
+            return self._limits(self._channel_map[0])
+        return (0.0, 1.0)
 
     def commit_propagation(
         self,
@@ -973,6 +1526,7 @@ class SegmentationSession:
         volume: np.ndarray,
         label: int | None = None,
         overwrite: bool = False,
+        replace: bool | None = None,
     ) -> CommitInfo:
         """Write a propagated object into the labels as one undo step (main thread).
 
@@ -983,7 +1537,12 @@ class SegmentationSession:
         volume : numpy.ndarray
             ``(n, H, W)`` bool from :meth:`compute_propagation`.
         label, overwrite
-            As in :meth:`commit`.
+            As in :meth:`commit` (default id: the start object's pinned one, else the
+            next free one).
+        replace : bool, optional
+            First clear the id's old pixels on every slice the object was written on (a
+            re-propagation of a corrected object). Default: when the id is the start
+            object's pinned one.
 
         Raises
         ------
@@ -994,19 +1553,36 @@ class SegmentationSession:
         if self.is_stale(request):
             raise ValueError("the object changed while it was being propagated; try again")
         n = self.stack_shape[request.axis]
-        if volume.shape != (n, *self.spatial_shape):
-            raise ValueError(
-                f"expected a volume of shape {(n, *self.spatial_shape)}, got {volume.shape}"
-            )
+        if volume is None or volume.shape != (n, *self.spatial_shape):
+            got = None if volume is None else volume.shape
+            raise ValueError(f"expected a volume of shape {(n, *self.spatial_shape)}, got {got}")
         steps, rows, cols = np.nonzero(volume)
         if steps.size == 0:
             raise ValueError("the propagated object is empty: nothing to commit")
+        label, replace = self._resolve_label(request.obj, label, replace)
         where = tuple(
             steps if i == request.axis else np.full(steps.size, k, dtype=np.intp)
             for i, k in enumerate(request.key)
         ) + (rows, cols)
+        base = request.key
+        keys = [
+            base[: request.axis] + (int(s),) + base[request.axis + 1 :] for s in np.unique(steps)
+        ]
         return self._commit_where(
-            request.key, request.obj, where, label, overwrite, propagated=True
+            request.key,
+            request.obj,
+            where,
+            label,
+            overwrite,
+            propagated=True,
+            keys=keys,
+            replace=replace,
+            propagation={
+                "axis": request.axis,
+                "direction": request.direction,
+                "stop_iou": request.stop_iou,
+                "stop_slices": request.stop_slices,
+            },
         )
 
     def _release_committed_predictors(self, keep: int = 2) -> None:
@@ -1071,12 +1647,17 @@ class SegmentationSession:
         self._check_labels(self._labels)
         labels = self._labels
         labels[entry.where] = entry.old_values
+        if entry.cleared is not None:
+            labels[entry.cleared] = entry.label
         if entry.promoted_from is not None and labels.dtype == entry.promoted_to:
             info = np.iinfo(entry.promoted_from) if entry.promoted_from != np.bool_ else None
             lo, hi = (0, 1) if info is None else (info.min, info.max)
             if labels.size == 0 or (lo <= labels.min() and labels.max() <= hi):
                 self._labels = labels.astype(entry.promoted_from)
-        self._objects[entry.key] = entry.obj
+        obj = entry.obj
+        if obj.prob is not None and obj.prob_gen != self._input_gen:
+            obj.prob, obj.prob_clicks = None, ()  # made for other channels: predict again
+        self._objects[entry.key] = obj
         return Change((entry.key,), True, "")
 
     def _redo_entry(self, entry: _Entry) -> Change:
@@ -1092,6 +1673,8 @@ class SegmentationSession:
         target = promoted_dtype(labels.dtype, entry.label)
         if target != labels.dtype:
             labels = labels.astype(target)
+        if entry.cleared is not None:
+            labels[entry.cleared] = 0
         labels[entry.where] = entry.label
         self._labels = labels
         self._objects[entry.key] = entry.fresh
