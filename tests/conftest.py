@@ -27,3 +27,10 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def conformance_dir(shared_dir: Path) -> Path:
     return shared_dir / "conformance"
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path_factory, monkeypatch):
+    """Point the cache (downloads, autosave sidecars) at a fresh folder for every test, so
+    tests never read or litter the user's ``~/.cache/napari-fbrs``."""
+    monkeypatch.setenv("NAPARI_FBRS_CACHE", str(tmp_path_factory.mktemp("cache")))

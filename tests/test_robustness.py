@@ -706,14 +706,6 @@ def test_labels_that_are_not_integers_are_refused(net):
             SegmentationSession(image, labels=bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="committing into a read-only labels array (a memory-mapped file, a layer "
-    "holding a read-only view) fails with numpy's bare 'assignment destination is "
-    "read-only', which names neither the labels nor what to do; fix in core/session.py "
-    "_check_labels/_commit_where: say 'the labels array is read-only: choose another Labels "
-    "layer or make a writable copy'",
-)
 def test_read_only_labels_are_explained(net):
     labels = np.zeros((H, W), np.uint16)
     labels.flags.writeable = False
@@ -742,24 +734,11 @@ def test_read_only_labels_lose_nothing(net):
     assert s.commit().label == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SegmentationSession documents 'image : array-like' but a nested list fails "
-    "with AttributeError: 'list' object has no attribute 'shape'; fix in core/session.py "
-    "SegmentationSession.__init__: np.asarray(image) when it has no .shape",
-)
 def test_a_session_accepts_any_array_like():
     s = SegmentationSession([[0, 1], [2, 3]])
     assert s.spatial_shape == (2, 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="set_all_clicks/set_clicks with an item that is not (y, x, positive) raise "
-    "TypeError from the private _make_click ('takes 4 positional arguments but 5 were "
-    "given'); fix in core/session.py set_all_clicks: check each item and raise ValueError "
-    "'a click is (y, x, positive), got ...'",
-)
 def test_malformed_clicks_are_explained(session):
     with pytest.raises(ValueError, match="\\(y, x, positive\\)"):
         session.set_clicks((), [(1.0, 2.0, True, 4)])
@@ -854,14 +833,6 @@ def test_every_commit_can_be_undone_and_labels_change_only_by_commits(session):
     np.testing.assert_array_equal(session.labels, states[-1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="every commit in the session's undo history keeps the committed object's "
-    "(H, W) float32 probability map (up to max_history=1000 of them: 16 GB on 2048 x 2048) "
-    "although undo can recompute it from the clicks; fix in core/session.py "
-    "_release_committed_predictors: also set entry.obj.prob = None (prob_clicks = ()) "
-    "for all but the last `keep` commits",
-)
 def test_committed_objects_do_not_keep_their_probability_maps(net):
     image = np.zeros((128, 128), np.uint8)
     s = SegmentationSession(image, predictor_factory=lambda: nobrs(net))
@@ -1051,14 +1022,6 @@ def test_gui_points_off_the_image_are_removed_with_a_warning(viewer, notes, net)
 
 
 @gui
-@pytest.mark.xfail(
-    strict=True,
-    reason="an out-of-memory error during a prediction is shown as 'f-BRS prediction "
-    "failed: MemoryError' (or numpy's 'Unable to allocate ...'), with nothing on what to "
-    "do; fix in _widget/widget.py FbrsWidget._on_error (and _on_propagation_error): for "
-    "MemoryError / torch.OutOfMemoryError say 'out of memory: set a longest-side limit, "
-    "use the CPU, or crop the image'",
-)
 def test_gui_out_of_memory_is_explained(viewer, notes, net, monkeypatch):
     widget = open_widget(viewer, net)
 

@@ -888,3 +888,35 @@ def test_correcting_a_slice_and_propagating_again_replaces_the_object(image):
     s.undo()  # one step
     np.testing.assert_array_equal(s.labels, first)
     assert s.clicks((3,)) == [SessionClick(24, 30, True)] and s.object_label((3,)) == 1
+
+
+def test_a_nan_click_is_not_a_finite_coordinate():
+    s = SegmentationSession(np.zeros((8, 8), np.uint8))
+    for y, x in [(np.nan, 1.0), (1.0, np.inf)]:
+        with pytest.raises(ValueError, match="not a finite coordinate"):
+            s.add_click(y, x)
+    with pytest.raises(ValueError, match="outside the image"):
+        s.add_click(9.0, 1.0)
+    with pytest.raises(ValueError, match="\\(y, x, positive\\)"):
+        s.set_clicks((), [(1.0, 2.0)])
+    assert s.all_clicks() == {}
+
+
+def test_commits_list_each_committed_object_with_its_clicks():
+    image = np.zeros((8, 8), np.uint8)
+    s = SegmentationSession(image)
+    assert s.commits() == [] and s.commits(undone=True) == []
+    # a hand-made preview (no predictor needed): a 2 x 2 square around the click
+    s.add_click(3, 3)
+    obj = s._obj(())
+    prob = np.zeros((8, 8), np.float32)
+    prob[2:4, 2:4] = 1.0
+    obj.prob, obj.prob_clicks = prob, obj.clicks
+    s.commit()
+    (c,) = s.commits()
+    assert (c.key, c.label, c.n_pixels, c.propagated, c.replaced) == ((), 1, 4, False, False)
+    assert c.clicks == (SessionClick(3.0, 3.0, True),) and c.keys == ((),)
+    s.undo()
+    assert s.commits() == [] and [u.label for u in s.commits(undone=True)] == [1]
+    s.redo()
+    assert [u.label for u in s.commits()] == [1] and s.commits(undone=True) == []

@@ -575,7 +575,9 @@ def test_a_prediction_error_leaves_every_layer_as_it_was(
     widget.synchronous = synchronous
     widget.add_click(10, 50, positive=False)
     qtbot.waitUntil(lambda: not widget.busy, timeout=30000)
-    assert errors == ["f-BRS prediction failed: CUDA out of memory (simulated)"]
+    assert len(errors) == 1
+    assert errors[0].startswith("f-BRS prediction failed: CUDA out of memory (simulated)")
+    assert "longest side" in errors[0]
     for name, data in before.items():
         np.testing.assert_array_equal(viewer2d.layers[name].data, data, err_msg=name)
     assert len(widget.session.clicks()) == 1 and not widget.busy
@@ -975,3 +977,148 @@ def test_correct_a_slice_and_propagate_again(make_napari_viewer):
     assert "old version cleared" in widget.status_label.text()
     widget.undo()
     np.testing.assert_array_equal(objects.data, first)
+
+
+# ------------------------------------------------------------------------------ autosave
+
+
+@pytest.fixture(autouse=True)
+def autosave_dir(monkeypatch, tmp_path):
+    """Sidecars of layers without a file go to a temporary folder, not the user's cache."""
+    from napari_fbrs.core import autosave as autosave_module
+
+    folder = tmp_path / "autosave"
+    monkeypatch.setattr(autosave_module, "autosave_dir", lambda: folder)
+    return folder
+
+
+def test_a_commit_is_autosaved_and_a_fresh_widget_restores_it(
+    make_napari_viewer, autosave_dir, monkeypatch
+):
+    from napari_fbrs.core.autosave import Autosave
+
+    notes: list[str] = []
+    monkeypatch.setattr(widget_module, "_notify_info", notes.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(make_image(), name="img")
+    widget = open_widget(viewer)
+    assert widget.autosave_path is not None and not widget.autosave_path.exists()
+    widget.add_click(20, 20)
+    assert widget.finish_object() == 1
+    assert widget.autosave_path.is_file()  # a commit is saved at once
+    labels = viewer.layers[OBJECTS_LAYER].data.copy()
+    widget.add_click(10, 40)
+    widget.add_click(40, 8, positive=False)
+    assert widget.save_autosave()  # what the debounce timer does after click edits
+    state = Autosave(widget.autosave_path).load()
+    assert [o.label for o in state.objects] == [1]
+    assert state.objects[0].clicks == (SessionClick(20.0, 20.0, True),)
+
+    # the program "crashed": a fresh viewer and widget on the same image
+    viewer2 = make_napari_viewer()
+    viewer2.add_image(make_image(), name="img")
+    widget2 = open_widget(viewer2)
+    assert widget2.autosave_path == widget.autosave_path
+    assert widget2.restore_button.isVisibleTo(widget2)
+    assert "(1 object)" in widget2.restore_button.text()
+    assert any("Restore previous session" in n for n in notes)
+    assert not viewer2.layers[OBJECTS_LAYER].data.any()  # nothing changes unasked
+    assert widget2.restore_autosave()
+    np.testing.assert_array_equal(viewer2.layers[OBJECTS_LAYER].data, labels)
+    assert widget2.session.clicks() == [
+        SessionClick(10.0, 40.0, True),
+        SessionClick(40.0, 8.0, False),
+    ]
+    assert len(viewer2.layers[CLICKS_LAYER].data) == 2
+    assert widget2.current_mask is not None and widget2.current_mask[10, 40]
+    assert not widget2.restore_button.isVisibleTo(widget2)
+    assert not widget2.restore_autosave()  # once
+    # the restored object goes on with its provenance, and can be finished
+    assert widget2.finish_object() == 2
+    labels_now = [o.label for o in Autosave(widget2.autosave_path).load().objects]
+    assert labels_now == [1, 2]
+
+
+def test_undo_and_redo_are_autosaved(viewer2d, autosave_dir):
+    from napari_fbrs.core.autosave import Autosave
+
+    widget = open_widget(viewer2d)
+    widget.add_click(20, 20)
+    widget.finish_object()
+    assert len(Autosave(widget.autosave_path).load().objects) == 1
+    assert widget.undo()
+    state = Autosave(widget.autosave_path).load()
+    assert state.objects == [] and not state.labels.any()
+    assert state.clicks == {(): (SessionClick(20.0, 20.0, True),)}
+    assert widget.undo()  # a click edit: saved at once too
+    assert Autosave(widget.autosave_path).load().clicks == {}
+    assert widget.redo() and widget.redo()
+    assert [o.label for o in Autosave(widget.autosave_path).load().objects] == [1]
+
+
+def test_the_sidecar_lies_beside_an_image_file(make_napari_viewer, tmp_path, autosave_dir):
+    path = tmp_path / "cells.npy"
+    np.save(path, make_image())
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin="napari")
+    widget = open_widget(viewer)
+    assert widget.autosave_path == path.with_name("cells.npy.fbrs-autosave.json")
+    widget.add_click(20, 20)
+    widget.finish_object()
+    assert widget.autosave_path.is_file() and not autosave_dir.exists()
+
+
+def test_autosave_errors_never_break_segmentation(viewer2d, autosave_dir, monkeypatch):
+    from napari_fbrs.core.autosave import Autosave
+
+    warned: list[str] = []
+    monkeypatch.setattr(widget_module, "_notify_warning", warned.append)
+
+    def full(self, state, labels_changed=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Autosave, "write", full)
+    widget = open_widget(viewer2d)
+    widget.add_click(20, 20)
+    assert widget.finish_object() == 1
+    widget.add_click(10, 40)
+    assert widget.finish_object() == 2
+    assert viewer2d.layers[OBJECTS_LAYER].data[20, 20] == 1
+    assert len([w for w in warned if "autosave" in w]) == 1  # said once
+    assert "No space left" in warned[0]
+
+
+def test_an_old_sidecar_is_kept_aside_not_overwritten(make_napari_viewer, autosave_dir):
+    from napari_fbrs.core.autosave import Autosave
+
+    viewer = make_napari_viewer()
+    viewer.add_image(make_image(), name="img")
+    widget = open_widget(viewer)
+    widget.add_click(20, 20)
+    widget.finish_object()
+    old = widget.autosave_path
+    viewer2 = make_napari_viewer()
+    viewer2.add_image(make_image(), name="img")
+    widget2 = open_widget(viewer2)
+    widget2.add_click(10, 40)
+    widget2.finish_object()  # not restored: the new session writes its own sidecar
+    backup = old.with_name(old.name.replace(".fbrs-autosave", ".previous.fbrs-autosave"))
+    assert [o.label for o in Autosave(backup).load().objects] == [1]
+    assert Autosave(backup).load().labels[20, 20] == 1
+    current = Autosave(old).load()
+    assert current.labels[10, 40] == 1 and current.labels[20, 20] == 0
+
+
+def test_a_sidecar_of_another_image_is_not_offered(make_napari_viewer, autosave_dir, warnings_):
+    viewer = make_napari_viewer()
+    viewer.add_image(make_image((H, W + 2)), name="img")
+    widget = open_widget(viewer)
+    widget.add_click(20, 20)
+    widget.finish_object()
+    viewer2 = make_napari_viewer()
+    viewer2.add_image(make_image(), name="img")  # same name, another shape
+    widget2 = open_widget(viewer2)
+    assert not widget2.restore_button.isVisibleTo(widget2) and not widget2.restore_autosave()
+    assert any("shape" in w for w in warnings_)
+    widget2.add_click(20, 20)
+    assert widget2.finish_object() == 1

@@ -20,7 +20,11 @@ history. The widget
 * runs predictions on a napari thread worker (or synchronously when
   :attr:`FbrsWidget.synchronous` is true, for tests), dropping results that a newer click
   made stale;
-* turns every error into a napari notification, leaving the layers as they were.
+* turns every error into a napari notification, leaving the layers as they were;
+* autosaves the session (:mod:`napari_fbrs.core.autosave`) after every commit, undo and
+  redo, and shortly after click edits, to a sidecar beside the image's file (or in the
+  cache folder, keyed by the layer name), and offers to restore it when the image is
+  opened again ("Restore previous session"); autosave errors never stop segmenting.
 
 Nothing here imports torch at import time: the model is loaded on the worker thread.
 """
@@ -59,6 +63,14 @@ from qtpy.QtWidgets import (
 )
 
 from napari_fbrs.core import zoo
+from napari_fbrs.core.autosave import (
+    SUFFIX,
+    Autosave,
+    AutosaveError,
+    ImageInfo,
+    SessionState,
+    image_fingerprint,
+)
 from napari_fbrs.core.session import (
     Change,
     PredictionRequest,
@@ -164,6 +176,39 @@ def _notify_info(message: str) -> None:
     show_info(message)
 
 
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an out-of-memory error (Python, numpy or torch, CPU or GPU)."""
+    if isinstance(exc, MemoryError):
+        return True
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & {"OutOfMemoryError", "_ArrayMemoryError"}:
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "unable to allocate" in text
+
+
+def _error_message(exc: BaseException) -> str:
+    """One line for a notification: the error, and for out-of-memory what to do."""
+    message = str(exc) or type(exc).__name__
+    if _is_out_of_memory(exc):
+        message += (
+            ". Out of memory: set a longest side limit ('Longest side') or lower it, use "
+            "a smaller model or the CPU, or crop the image."
+        )
+    return message
+
+
+def _layer_source_path(layer: Any) -> Path | None:
+    """The file a napari layer was opened from, if any."""
+    source = getattr(layer, "source", None)
+    path = getattr(source, "path", None)
+    if not path:
+        return None
+    with contextlib.suppress(TypeError, ValueError):
+        return Path(path)
+    return None
+
+
 def _unwrap(obj: Any) -> Any:
     """The napari object behind the ``PublicOnlyProxy`` that napari hands to plugins
     (each access makes a new proxy, so identity checks need the object itself)."""
@@ -216,6 +261,11 @@ class FbrsWidget(QWidget):
     #: Run predictions in the calling thread instead of a napari thread worker (tests,
     #: scripts); also disables the background model warm-up.
     synchronous: bool = False
+    #: Autosave the session to a sidecar file (see :mod:`napari_fbrs.core.autosave`).
+    autosave: bool = True
+    #: Milliseconds after the last click edit before the session is autosaved (commits,
+    #: undo and redo are saved at once).
+    autosave_delay_ms: int = 1500
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -250,6 +300,16 @@ class FbrsWidget(QWidget):
         #: every result applied to a preview (tests and the latency benchmark read it):
         #: (slice key, number of clicks, time.perf_counter() when shown, seconds computing)
         self.applied_log: list[tuple[SliceKey, int, float, float]] = []
+        # autosave: the sidecar of the attached image, a restore on offer, the old sidecar
+        # still to be kept aside before the first write, and whether a failure was shown
+        self._saver: Autosave | None = None
+        self._restorable: SessionState | None = None
+        self._unclaimed = False
+        self._autosave_warned = False
+        self._image_info: tuple[SegmentationSession, ImageInfo] | None = None
+        self._autosave_timer = QTimer(self)
+        self._autosave_timer.setSingleShot(True)
+        self._autosave_timer.timeout.connect(self.save_autosave)
 
         self._build_ui()
         self._settings = self._read_settings()
@@ -562,6 +622,91 @@ class FbrsWidget(QWidget):
         worker.start()
         return None
 
+    @property
+    def autosave_path(self) -> Path | None:
+        """The sidecar file the session is autosaved to (``None`` without an image)."""
+        return None if self._saver is None else self._saver.path
+
+    def save_autosave(self) -> bool:
+        """Autosave the session now (it also happens by itself after every change).
+
+        Returns
+        -------
+        bool
+            Whether the sidecar was written. A failure (disk full, no permission) is
+            shown once as a warning and never interrupts segmentation.
+        """
+        self._autosave_timer.stop()
+        session, saver = self._session, self._saver
+        if session is None or saver is None or not self.autosave:
+            return False
+        try:
+            if self._unclaimed:
+                self._keep_old_sidecar(saver)
+            layer = self._image_layer
+            path = _layer_source_path(layer) if layer is not None else None
+            settings = {f.name: getattr(self._settings, f.name) for f in fields(self._settings)}
+            if self._image_info is None or self._image_info[0] is not session:
+                info = ImageInfo(
+                    name=layer.name if layer is not None else "",
+                    path=None if path is None else str(path),
+                    shape=tuple(int(n) for n in session.image.shape),
+                    dtype=str(getattr(session.image, "dtype", "")),
+                    rgb=session.rgb,
+                    fingerprint=self._fingerprint(session),
+                )
+                self._image_info = (session, info)
+            state = SessionState.from_session(
+                session, settings=settings, previous=saver.last_state, image=self._image_info[1]
+            )
+            saver.write(state)
+        except Exception as exc:  # autosave must never break segmentation
+            if not self._autosave_warned:
+                self._autosave_warned = True
+                _notify_warning(
+                    f"f-BRS could not autosave to {saver.path}: {exc}. Segmentation goes "
+                    "on; save your labels layer yourself (File > Save Selected Layers)."
+                )
+            return False
+        return True
+
+    def restore_autosave(self) -> bool:
+        """Restore the objects and clicks of the autosave found for the current image
+        (what "Restore previous session" does).
+
+        The objects layer's data is replaced by the autosaved labels, and each slice's
+        clicks by the autosaved ones (one undo step); previews are then recomputed.
+
+        Returns
+        -------
+        bool
+            Whether anything was restored (``False`` without an autosave, or when it does
+            not fit the image, with a warning saying why; nothing is changed then).
+        """
+        session, state = self._require_session(), self._restorable
+        if session is None or state is None:
+            self._set_status("There is no autosaved session to restore.")
+            return False
+        self._finish_pending = False
+        try:
+            state.restore(session, pixels=False)
+        except (AutosaveError, TypeError, ValueError) as exc:
+            _notify_warning(f"f-BRS: {exc}")
+            return False
+        self._restorable = None
+        self.restore_button.setVisible(False)
+        if self._saver is not None:
+            self._saver.last_state = state  # the objects' provenance carries over
+        self._unclaimed = False
+        keys = tuple(state.clicks) or (self._key,)
+        self._after_change(Change(keys, True, "restore"))
+        self._render_all()
+        self._set_status(
+            f"Restored {len(state.objects)} object(s) and "
+            f"{sum(len(c) for c in state.clicks.values())} click(s) from {state.saved_at}."
+        )
+        return True
+
     def set_model(self, model: str | os.PathLike | Any) -> None:
         """Use another model from the next object on.
 
@@ -847,6 +992,14 @@ class FbrsWidget(QWidget):
         self.progress.setVisible(False)
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
+        self.restore_button = QPushButton("Restore previous session")
+        self.restore_button.setToolTip(
+            "An autosave of an earlier session on this image was found (the program may "
+            "have stopped before the labels were saved): bring back its objects and clicks."
+        )
+        self.restore_button.setVisible(False)
+        self.restore_button.clicked.connect(lambda *_: self.restore_autosave())
+        layout.addWidget(self.restore_button)
         layout.addWidget(self.progress)
         layout.addWidget(self.status_label)
         layout.addStretch(1)
@@ -1057,6 +1210,7 @@ class FbrsWidget(QWidget):
         """
         if self._closed:
             return
+        self._flush_autosave()
         self._closed = True
         self._disconnect_viewer()
 
@@ -1155,6 +1309,12 @@ class FbrsWidget(QWidget):
         self._update_buttons()
 
     def _detach(self) -> None:
+        self._flush_autosave()
+        self._saver = None
+        self._restorable = None
+        self._unclaimed = False
+        self._image_info = None
+        self.restore_button.setVisible(False)
         self._detach_layer_events()
         self._session = None
         self._image_layer = None
@@ -1209,6 +1369,7 @@ class FbrsWidget(QWidget):
             self.viewer.layers.selection.active = layer
         self._update_buttons()
         self._schedule()
+        self._open_autosave(layer)
 
     def _layer_kwargs(self) -> dict[str, Any]:
         """Scale and translate of the widget's layers: the image's; along a channel axis
@@ -1687,6 +1848,7 @@ class FbrsWidget(QWidget):
         if change.labels:
             self._write_objects()
         self._update_buttons()
+        self._autosave_soon(immediate=change.labels)
 
     def _render(self, keys: Any, clear: bool = False) -> None:
         """Draw the previews of slices ``keys`` into the current layer (skipping those
@@ -1758,6 +1920,8 @@ class FbrsWidget(QWidget):
         if self._key not in change.keys and change.keys:
             self._goto(change.keys[0])
         self._after_change(change)
+        if not change.labels:  # a commit's undo or redo was saved by _after_change
+            self._autosave_soon(immediate=True)
         return True
 
     def _commit_now(self) -> int | None:
@@ -1879,7 +2043,7 @@ class FbrsWidget(QWidget):
         return info.label
 
     def _on_propagation_error(self, exc: BaseException) -> None:
-        message = str(exc) or type(exc).__name__
+        message = _error_message(exc)
         self._set_status(f"Propagation failed: {message}")
         _notify_error(f"f-BRS propagation failed: {message}")
 
@@ -1896,7 +2060,7 @@ class FbrsWidget(QWidget):
                 self._write_points()
                 self._render(change.keys)
                 self._update_buttons()
-        message = str(exc) or type(exc).__name__
+        message = _error_message(exc)
         self._set_status(f"Prediction failed: {message}")
         _notify_error(f"f-BRS prediction failed: {message}")
 
@@ -1910,6 +2074,90 @@ class FbrsWidget(QWidget):
         self._update_buttons()
         if not self._closed:
             self._schedule()
+
+    # ==================================================================== autosave
+    def _open_autosave(self, layer: Image) -> None:
+        """Find the sidecar of ``layer``; offer to restore one left by an earlier session."""
+        self._saver, self._restorable, self._unclaimed = None, None, False
+        self.restore_button.setVisible(False)
+        if not self.autosave or self._session is None:
+            return
+        try:
+            path = _layer_source_path(layer)
+            saver = Autosave.for_image(path if path is not None else str(layer.name))
+        except Exception as exc:  # never stop segmenting over the autosave
+            self._autosave_failed(exc)
+            return
+        self._saver = saver
+        if not saver.exists():
+            return
+        self._unclaimed = True  # kept aside before this session's first write
+        try:
+            state = saver.load()
+            state.check_matches(self._session, pixels=self._fingerprint(self._session) is not None)
+        except AutosaveError as exc:
+            _notify_warning(f"f-BRS: {exc}. It is kept beside this session's autosave.")
+            return
+        except Exception as exc:
+            self._autosave_failed(exc)
+            return
+        saver.last_state = None  # nothing restored yet: provenance starts afresh
+        n_objects = len(state.objects)
+        n_clicks = sum(len(c) for c in state.clicks.values())
+        if not n_objects and not n_clicks and (state.labels is None or not state.labels.any()):
+            return
+        self._restorable = state
+        self.restore_button.setText(
+            f"Restore previous session ({n_objects} object{'s' if n_objects != 1 else ''})"
+        )
+        self.restore_button.setVisible(True)
+        _notify_info(
+            f"f-BRS found an autosaved session of {layer.name!r} from {state.saved_at} "
+            f"({n_objects} objects, {n_clicks} clicks): click 'Restore previous session' "
+            "in the f-BRS panel to bring it back."
+        )
+
+    @staticmethod
+    def _fingerprint(session: SegmentationSession) -> str | None:
+        """:func:`image_fingerprint` of the first slice of an in-memory image; ``None`` for
+        a lazy one (dask, zarr), whose slices are read only when segmented."""
+        if not isinstance(session.image, np.ndarray):
+            return None
+        return image_fingerprint(session.image_slice(tuple(0 for _ in session.stack_shape)))
+
+    def _autosave_soon(self, immediate: bool = False) -> None:
+        """Autosave now (commits, undo, redo) or after :attr:`autosave_delay_ms` (clicks)."""
+        if self._saver is None or self._session is None or not self.autosave:
+            return
+        if immediate:
+            self.save_autosave()
+        else:
+            self._autosave_timer.start(max(0, int(self.autosave_delay_ms)))
+
+    def _flush_autosave(self) -> None:
+        """Write a pending (debounced) autosave at once."""
+        if self._autosave_timer.isActive():
+            self.save_autosave()
+
+    def _keep_old_sidecar(self, saver: Autosave) -> None:
+        """Move a sidecar left by an earlier session (not restored) aside, so that this
+        session's autosave never overwrites it: ``<name>.previous.fbrs-autosave.json``."""
+        base = saver.path.name[: -len(SUFFIX)] if saver.path.name.endswith(SUFFIX) else ""
+        backup = saver.path.with_name(f"{base or saver.path.stem}.previous{SUFFIX}")
+        state = self._restorable
+        if state is None:
+            with contextlib.suppress(AutosaveError):
+                state = Autosave.read(saver.path)
+        if state is not None:
+            Autosave(backup).write(state)
+        elif saver.exists():  # unreadable: keep the file as it is, under another name
+            os.replace(saver.path, backup.with_suffix(".damaged"))
+        self._unclaimed = False
+
+    def _autosave_failed(self, exc: BaseException) -> None:
+        if not self._autosave_warned:
+            self._autosave_warned = True
+            _notify_warning(f"f-BRS autosave is off for this image: {exc}")
 
     # ==================================================================== models
     def _make_predictor(self) -> Predictor:

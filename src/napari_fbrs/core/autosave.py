@@ -416,32 +416,20 @@ def _limits(value: Any) -> tuple[float, float] | None:
 
 
 def _commit_entries(session: SegmentationSession) -> tuple[list[Any], list[Any]]:
-    """The session's commit history entries: (applied oldest first, undone).
-
-    Reads the session's history (``_done``/``_undone``); a commit entry is anything with
-    ``key``, ``label``, ``where``, ``obj`` and ``propagated`` attributes. A test pins this.
-    """
-
-    def commits(entries: Iterable[Any]) -> list[Any]:
-        return [
-            e
-            for e in entries
-            if all(hasattr(e, a) for a in ("key", "label", "where", "obj", "propagated"))
-        ]
-
-    return commits(getattr(session, "_done", ())), commits(getattr(session, "_undone", ()))
+    """The session's commits with their clicks (:meth:`SegmentationSession.commits`):
+    (applied oldest first, undone)."""
+    return list(session.commits()), list(session.commits(undone=True))
 
 
 def _record_of(entry: Any, settings: Mapping[str, Any] | None, now: str) -> ObjectRecord:
+    """An :class:`ObjectRecord` of a :class:`~napari_fbrs.core.session.CommittedObject`."""
     return ObjectRecord(
         label=int(entry.label),
         key=tuple(int(k) for k in entry.key),
-        clicks=tuple(
-            SessionClick(float(c.y), float(c.x), bool(c.positive)) for c in entry.obj.clicks
-        ),
+        clicks=tuple(SessionClick(float(c.y), float(c.x), bool(c.positive)) for c in entry.clicks),
         propagated=bool(entry.propagated),
-        n_pixels=int(entry.where[0].size) if entry.where else 0,
-        replaced=getattr(entry, "cleared", None) is not None,
+        n_pixels=int(entry.n_pixels),
+        replaced=bool(entry.replaced),
         settings=settings,
         committed_at=now,
     )

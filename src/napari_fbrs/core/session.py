@@ -65,6 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "Change",
     "CommitInfo",
+    "CommittedObject",
     "PredictionRequest",
     "PredictionResult",
     "PropagationRequest",
@@ -214,6 +215,41 @@ class CommitInfo:
 
 
 @dataclass(frozen=True)
+class CommittedObject:
+    """A commit in the undo history and how it was made (provenance, for autosave and
+    replay); see :meth:`SegmentationSession.commits`.
+
+    Attributes
+    ----------
+    key : SliceKey
+        The slice it was segmented (or propagated from) on.
+    label : int
+        The id written.
+    clicks : tuple of SessionClick
+        The clicks that made it, oldest first, in image pixels.
+    propagated : bool
+        Carried through the stack (:meth:`SegmentationSession.commit_propagation`).
+    n_pixels : int
+        Pixels the commit wrote.
+    replaced : bool
+        The commit first cleared the id's earlier pixels on the slices it wrote.
+    keys : tuple of SliceKey
+        The slices the commit wrote on, ascending.
+    propagation : dict or None
+        A propagation's ``axis``, ``direction``, ``stop_iou`` and ``stop_slices``.
+    """
+
+    key: SliceKey
+    label: int
+    clicks: tuple[SessionClick, ...]
+    propagated: bool = False
+    n_pixels: int = 0
+    replaced: bool = False
+    keys: tuple[SliceKey, ...] = ()
+    propagation: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class Change:
     """What an undo, a redo or an edit changed, for a UI to refresh.
 
@@ -318,6 +354,17 @@ def promoted_dtype(dtype: np.dtype | type, value: int) -> np.dtype:
         if candidate.itemsize >= dtype.itemsize and np.iinfo(candidate).max >= value:
             return candidate
     raise OverflowError(f"label {value} does not fit any {dtype.kind}-integer dtype")
+
+
+def _click_items(click: Any) -> tuple[Any, Any, Any]:
+    """``(y, x, positive)`` of one click item, or a ValueError that says what a click is."""
+    try:
+        items = tuple(click)
+    except TypeError:
+        items = ()
+    if len(items) != 3:
+        raise ValueError(f"a click is (y, x, positive), got {click!r}")
+    return items
 
 
 def _clamped(click: SessionClick, shape: tuple[int, int]) -> tuple[float, float, bool]:
@@ -446,6 +493,8 @@ class SegmentationSession:
         max_live_predictors: int = 4,
         max_history: int = 1000,
     ):
+        if not hasattr(image, "shape"):  # a nested list or another array-like
+            image = np.asarray(image)
         shape = tuple(int(s) for s in image.shape)
         if rgb:
             if len(shape) < 3 or shape[-1] not in (3, 4):
@@ -801,6 +850,12 @@ class SegmentationSession:
         return key[:axis] + (k,) + key[axis + 1 :]
 
     def _make_click(self, y: float, x: float, positive: bool) -> SessionClick:
+        try:
+            y, x = float(y), float(x)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"click coordinates must be numbers, got ({y!r}, {x!r})") from exc
+        if not (np.isfinite(y) and np.isfinite(x)):
+            raise ValueError(f"click (y={y}, x={x}) is not a finite coordinate")
         if not self.click_inside(y, x):
             h, w = self.spatial_shape
             raise ValueError(f"click (y={y}, x={x}) lies outside the image of shape ({h}, {w})")
@@ -894,7 +949,7 @@ class SegmentationSession:
         new: dict[SliceKey, Clicks] = {}
         for key, items in clicks.items():
             key = self.check_key(key)
-            new[key] = tuple(self._make_click(*c) for c in items)
+            new[key] = tuple(self._make_click(*_click_items(c)) for c in items)
         if not only_given:
             for key, obj in self._objects.items():
                 if key not in new and obj.clicks:
@@ -1209,6 +1264,15 @@ class SegmentationSession:
         :meth:`redo`)."""
         return self._labels
 
+    @staticmethod
+    def _check_writable(labels: np.ndarray) -> None:
+        if not labels.flags.writeable:
+            raise ValueError(
+                "the labels array is read-only (a memory-mapped file or a read-only view): "
+                "nothing was changed; choose another Labels layer or make a writable copy "
+                "(set_labels(labels.copy()))"
+            )
+
     def _check_labels(self, labels: Any) -> None:
         if not isinstance(labels, np.ndarray):
             raise TypeError(f"labels must be an in-memory numpy array, got {type(labels).__name__}")
@@ -1336,6 +1400,8 @@ class SegmentationSession:
         keys = frozenset(keys)
         labels = self._labels
         target = promoted_dtype(labels.dtype, label)
+        if target == labels.dtype:  # a promotion writes into a new (writable) copy
+            self._check_writable(labels)
         full_where = where
         old = labels[where]
         kept = 0
@@ -1586,10 +1652,47 @@ class SegmentationSession:
         )
 
     def _release_committed_predictors(self, keep: int = 2) -> None:
-        """Keep predictors only in the last ``keep`` commits of the history (memory)."""
+        """Keep predictors and probability maps only in the last ``keep`` commits of the
+        history (memory); an undo of an older commit recomputes its preview from its
+        clicks (:meth:`request`)."""
         commits = [e for e in self._done if isinstance(e, _Commit)]
         for entry in commits[:-keep] if keep else commits:
-            entry.obj.predictor = None
+            obj = entry.obj
+            obj.predictor = None
+            obj.redo_dirty = False
+            obj.prob, obj.prob_clicks = None, ()
+        self._live = [o for o in self._live if o.predictor is not None]
+
+    def commits(self, undone: bool = False) -> list[CommittedObject]:
+        """The commits in the undo history, with the clicks that made each (provenance).
+
+        Parameters
+        ----------
+        undone : bool
+            List the undone commits (those :meth:`redo` would bring back, next first)
+            instead of the applied ones.
+
+        Returns
+        -------
+        list of CommittedObject
+            Applied commits oldest first (only those still in the bounded history,
+            ``max_history``).
+        """
+        entries = reversed(self._undone) if undone else self._done
+        return [
+            CommittedObject(
+                key=tuple(int(k) for k in e.key),
+                label=int(e.label),
+                clicks=tuple(e.obj.clicks),
+                propagated=bool(e.propagated),
+                n_pixels=int(e.where[0].size) if e.where else 0,
+                replaced=e.cleared is not None,
+                keys=tuple(sorted(e.keys)),
+                propagation=dict(e.propagation) if e.propagation is not None else None,
+            )
+            for e in entries
+            if isinstance(e, _Commit)
+        ]
 
     # -- history ----------------------------------------------------------------------------
     def _record(self, entry: _Entry) -> None:
@@ -1645,6 +1748,7 @@ class SegmentationSession:
             return Change(tuple(e.key for e in entry.entries), False, "")
         # a commit: put the old pixel values back, and the object with its clicks
         self._check_labels(self._labels)
+        self._check_writable(self._labels)
         labels = self._labels
         labels[entry.where] = entry.old_values
         if entry.cleared is not None:
@@ -1673,6 +1777,8 @@ class SegmentationSession:
         target = promoted_dtype(labels.dtype, entry.label)
         if target != labels.dtype:
             labels = labels.astype(target)
+        else:
+            self._check_writable(labels)
         if entry.cleared is not None:
             labels[entry.cleared] = 0
         labels[entry.where] = entry.label
