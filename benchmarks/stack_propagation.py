@@ -21,9 +21,11 @@ import numpy as np
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path,
-                    default=Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
-                    / "microscopy")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "microscopy",
+    )
     ap.add_argument("--model", default="fbrs-lite")
     ap.add_argument("--mode", default="f-BRS-B")
     ap.add_argument("--target-iou", type=float, default=0.9)
@@ -56,30 +58,46 @@ def main() -> None:
         z = int((zs[0] + zs[-1]) // 2)
         sample = Sample(name=f"nucleus {obj}", image=volume[z], gt=gt3d[z], ignore=None)
         predictor.set_image(volume[z], contrast_limits=(lo, hi))
-        result = evaluate_object(predictor, sample, max_clicks=20, target_iou=args.target_iou,
-                                 new_image=False)
-        clicks = next((i + 1 for i, v in enumerate(result.ious) if v >= args.target_iou),
-                      len(result.ious))
+        result = evaluate_object(
+            predictor, sample, max_clicks=20, target_iou=args.target_iou, new_image=False
+        )
+        clicks = next(
+            (i + 1 for i, v in enumerate(result.ious) if v >= args.target_iou), len(result.ious)
+        )
         mask = predictor.mask.copy()
         if mask.any():
-            seg = nf.propagate(predictor, volume, z, mask, stop_iou=args.stop_iou,
-                               contrast_limits=(lo, hi))
+            seg = nf.propagate(
+                predictor, volume, z, mask, stop_iou=args.stop_iou, contrast_limits=(lo, hi)
+            )
         else:
             seg = np.zeros_like(gt3d)
         inter = np.logical_and(seg, gt3d).sum()
         union = np.logical_or(seg, gt3d).sum()
-        per_nucleus.append({"id": obj, "z": z, "slices": int(len(zs)), "clicks": clicks,
-                            "iou2d": float(result.ious[clicks - 1]),
-                            "iou3d": float(inter / union) if union else 0.0})
+        per_nucleus.append(
+            {
+                "id": obj,
+                "z": z,
+                "slices": int(len(zs)),
+                "clicks": clicks,
+                "iou2d": float(result.ious[clicks - 1]),
+                "iou3d": float(inter / union) if union else 0.0,
+            }
+        )
         print(per_nucleus[-1], flush=True)
     report = {
-        "benchmark": "stack_propagation", "dataset": "nuclei3d", "model": args.model,
-        "mode": args.mode, "target_iou": args.target_iou, "stop_iou": args.stop_iou,
+        "benchmark": "stack_propagation",
+        "dataset": "nuclei3d",
+        "model": args.model,
+        "mode": args.mode,
+        "target_iou": args.target_iou,
+        "stop_iou": args.stop_iou,
         "nuclei": len(per_nucleus),
         "mean_clicks": float(np.mean([r["clicks"] for r in per_nucleus])),
         "mean_iou3d": float(np.mean([r["iou3d"] for r in per_nucleus])),
-        "seconds": time.perf_counter() - t0, "torch_threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(), "per_nucleus": per_nucleus,
+        "seconds": time.perf_counter() - t0,
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "per_nucleus": per_nucleus,
     }
     text = json.dumps(report, indent=1)
     if args.out:

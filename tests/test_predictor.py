@@ -22,8 +22,9 @@ def image():
     return img
 
 
-@pytest.mark.parametrize("mode", ["NoBRS", "RGB-BRS", "DistMap-BRS", "f-BRS-A", "f-BRS-B",
-                                  "f-BRS-C"])
+@pytest.mark.parametrize(
+    "mode", ["NoBRS", "RGB-BRS", "DistMap-BRS", "f-BRS-A", "f-BRS-B", "f-BRS-C"]
+)
 def test_every_mode_returns_probability_map(net, image, mode):
     p = nf.Predictor(net, mode=mode, device="cpu", lbfgs_maxfun=3)
     p.set_image(image)
@@ -108,7 +109,11 @@ def test_prob_thresh_rethresholds_without_recompute(net, image):
 
 @pytest.mark.parametrize(
     "image_in",
-    [np.zeros((30, 40), np.uint16), np.ones((30, 40, 4), np.float64), np.full((30, 40), 7, np.int32)],
+    [
+        np.zeros((30, 40), np.uint16),
+        np.ones((30, 40, 4), np.float64),
+        np.full((30, 40), 7, np.int32),
+    ],
 )
 def test_image_dtypes_and_layouts(net, image_in):
     p = nf.Predictor(net, mode="NoBRS", device="cpu")
@@ -176,3 +181,74 @@ def test_cancel_callback_stops_optimisation(net, image):
     p.set_cancel_callback(lambda: True)
     prob = p.add_click(5, 5, positive=False)
     assert p.last_evaluations == 0 and prob.shape == (60, 80)
+
+
+def test_click_patches_follow_reference_slicing():
+    from napari_fbrs.core.brs import click_disks
+
+    clicks = [nf.Click(5.5, 6.5, True), nf.Click(0.0, 3.0, False), nf.Click(9.0, 9.0, False)]
+    pos, neg = click_disks([clicks], 10, 10)
+    assert pos.shape == neg.shape == (1, 1, 10, 10)
+    # round half to even: (5.5, 6.5) -> (6, 6); a 3x3 patch
+    assert pos[0, 0].nonzero().tolist() == [[y, x] for y in (5, 6, 7) for x in (5, 6, 7)]
+    # a click on the top row starts its slice at -1: no patch at all (as the reference);
+    # one on the bottom-right corner keeps the part inside the image
+    assert neg[0, 0].nonzero().tolist() == [[8, 8], [8, 9], [9, 8], [9, 9]]
+
+
+def test_zoom_in_keeps_its_crop_when_the_mask_is_empty():
+    zoom = nf.ZoomIn(target_size=64, skip_clicks=1, min_crop_size=20)
+    roi = (10, 60, 20, 90)
+    empty = np.zeros((100, 120), np.float32)
+    assert zoom.next_roi(roi, [nf.Click(30, 40, True)] * 2, empty) == (roi, False)
+    assert zoom.next_roi(None, [nf.Click(30, 40, True)] * 2, empty) == (None, False)
+
+
+def test_clicks_to_view_scales_like_the_reference():
+    # size * (coordinate - min) / extent
+    (c,) = clicks_to_view([nf.Click(33, 142, False)], (0, 239, 0, 319), (300, 400))
+    assert (c.y, c.x, c.positive) == (300 * 33 / 240, 400 * 142 / 320, False)
+
+
+@pytest.mark.parametrize("mode", ["f-BRS-B", "RGB-BRS"])
+def test_brs_leaves_network_weights_untouched(image, mode):
+    net = nf.build_model("tiny_test")  # parameters still require grad
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    p = nf.Predictor(net, mode=mode, device="cpu", lbfgs_maxfun=4)
+    p.set_image(image)
+    p.add_click(30, 40)
+    p.add_click(5, 5, positive=False)
+    assert p.last_evaluations > 0
+    assert all(q.grad is None for q in net.parameters())  # only the BRS variables' gradient
+    for k, v in net.state_dict().items():
+        assert np.array_equal(v.numpy(), before[k].numpy())
+
+
+def test_distmap_brs_corrects_only_the_distance_maps(image):
+    # a net whose click encoding has a previous-mask channel first (RITM's order; the
+    # default distance_maps_channel, -2, means the same as the 1 set here)
+    from napari_fbrs.core.testing import TinyNet
+
+    class PrevFirst(TinyNet):
+        uses_prev_mask = True
+        distance_maps_channel = 1
+
+        def encode_clicks(self, image, points, prev_mask=None):
+            maps = super().encode_clicks(image, points)
+            prev = image.new_zeros(image.shape[0], 1, *image.shape[2:])
+            return torch.cat([prev, maps], dim=1)
+
+        def logits_from_maps(self, image, maps):
+            seen.append(maps.detach().clone())
+            return super().logits_from_maps(image, maps[:, 1:])
+
+    torch = pytest.importorskip("torch")
+    seen = []
+    p = nf.Predictor(PrevFirst(), mode="DistMap-BRS", device="cpu", lbfgs_maxfun=3)
+    p.set_image(image)
+    p.add_click(30, 40)
+    seen.clear()
+    p.add_click(5, 5, positive=False)
+    assert p.last_evaluations > 1
+    assert all(float(m[:, 0].abs().max()) == 0.0 for m in seen)  # prev mask untouched
+    assert any(float((m[:, 1:] - seen[0][:, 1:]).abs().max()) > 0 for m in seen[1:])

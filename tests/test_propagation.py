@@ -61,8 +61,7 @@ def test_propagates_both_ways_until_the_object_vanishes():
 @pytest.mark.parametrize(("direction", "slices"), [(1, range(5, 10)), (-1, range(1, 6))])
 def test_one_direction_only(direction, slices):
     vol = _ball_stack()
-    out = nf.propagate(ComponentPredictor(), vol, 5, vol[5] > 0, direction=direction,
-                       stop_iou=0.3)
+    out = nf.propagate(ComponentPredictor(), vol, 5, vol[5] > 0, direction=direction, stop_iou=0.3)
     assert sorted(np.flatnonzero(out.any(axis=(1, 2)))) == list(slices)
 
 
@@ -82,15 +81,29 @@ def test_other_axis_rgb_slices_contrast_limits_progress_and_cancel():
     rgb = np.repeat(vol[..., None], 3, axis=-1)
     seen = []
     pred = ComponentPredictor()
-    out = nf.propagate(pred, rgb, 5, rgb[:, 5, :, 0] > 0, axis=1,
-                       contrast_limits=(0, 1000), stop_iou=0.3, progress=lambda d, t: seen.append((d, t)))
+    out = nf.propagate(
+        pred,
+        rgb,
+        5,
+        rgb[:, 5, :, 0] > 0,
+        axis=1,
+        contrast_limits=(0, 1000),
+        stop_iou=0.3,
+        progress=lambda d, t: seen.append((d, t)),
+    )
     assert out.shape == vol.shape
     np.testing.assert_array_equal(out, vol > 0)
     assert pred.images[0].shape == (40, 40, 3) and pred.limits[0] == (0, 1000)
     assert seen[0] == (1, 10) and seen[-1][0] == len(pred.images)
     calls = []
-    out = nf.propagate(ComponentPredictor(), vol, 5, vol[:, 5] > 0, axis=1,
-                       cancel=lambda: calls.append(1) or len(calls) > 2)
+    out = nf.propagate(
+        ComponentPredictor(),
+        vol,
+        5,
+        vol[:, 5] > 0,
+        axis=1,
+        cancel=lambda: calls.append(1) or len(calls) > 2,
+    )
     assert out.any(axis=(0, 2)).sum() == 3  # start slice plus the two before cancelling
 
 

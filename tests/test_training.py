@@ -141,8 +141,18 @@ def test_train_resume_and_export(tmp_path):
 
     out = tmp_path / "run"
     seen = []
-    last = train(None, out, synthetic=3, steps=2, batch_size=2, crop=48, init="none",
-                 checkpoint_every=1, log_every=1, progress=seen.append)
+    last = train(
+        None,
+        out,
+        synthetic=3,
+        steps=2,
+        batch_size=2,
+        crop=48,
+        init="none",
+        checkpoint_every=1,
+        log_every=1,
+        progress=seen.append,
+    )
     assert last == out / "last.pt" and read_checkpoint(last)["step"] == 2
     assert [p.step for p in seen] == [1, 2] and all(np.isfinite(p.loss) for p in seen)
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -155,8 +165,9 @@ def test_train_resume_and_export(tmp_path):
     shipped = export(out / "last.pt", tmp_path / "lite.pt")
     obj = torch.load(shipped, weights_only=True)
     assert obj["arch"] == "fbrs_lite"
-    assert all(v.dtype == torch.float16 for v in obj["state_dict"].values()
-               if v.is_floating_point())
+    assert all(
+        v.dtype == torch.float16 for v in obj["state_dict"].values() if v.is_floating_point()
+    )
     net = load_model(shipped, device="cpu")
     assert type(net).__name__ == "LiteNet" and not net.training
 
@@ -165,8 +176,17 @@ def test_time_limit_stops_with_a_checkpoint(tmp_path):
     from napari_fbrs.core.training import train
     from napari_fbrs.core.training.checkpoint import read_checkpoint
 
-    train(None, tmp_path, synthetic=2, steps=50, batch_size=1, crop=40, init="none",
-          time_limit=1e-6, checkpoint_every=100)
+    train(
+        None,
+        tmp_path,
+        synthetic=2,
+        steps=50,
+        batch_size=1,
+        crop=40,
+        init="none",
+        time_limit=1e-6,
+        checkpoint_every=100,
+    )
     assert read_checkpoint(tmp_path / "last.pt")["step"] == 1
 
 
@@ -189,7 +209,9 @@ def test_resume_without_checkpoint_is_explained(tmp_path):
 def test_train_cli_user_errors(tmp_path, args, message):
     proc = subprocess.run(
         [sys.executable, "-m", "napari_fbrs", "train", "--out", str(tmp_path / "o"), *args],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr

@@ -1,12 +1,17 @@
 """Screenshot of the f-BRS widget docked in napari (run under xvfb-run)."""
-import sys, time
-import numpy as np
+# ruff: noqa: E402  (a script: imports follow the viewer setup on purpose)
+
+import sys
+import time
+
 import napari
 from qtpy.QtWidgets import QApplication
+
 from napari_fbrs._sample_data import load_sample
 
 out = sys.argv[1]
 from napari.settings import get_settings
+
 get_settings().application.gui_notification_level = "none"
 viewer = napari.Viewer(title="napari f-BRS")
 viewer.window.resize(1500, 950)
@@ -16,7 +21,8 @@ w.synchronous = True
 w.configure(device="cpu")
 app = QApplication.instance()
 for _ in range(20):
-    app.processEvents(); time.sleep(0.05)
+    app.processEvents()
+    time.sleep(0.05)
 # object 1: the cup, finished
 w.add_click(110, 215)
 w.add_click(245, 110, positive=False)
@@ -25,14 +31,18 @@ print("saucer", None if w.current_mask is None else w.current_mask.sum())
 viewer.layers.selection.active = viewer.layers["photo"]
 viewer.reset_view()
 for _ in range(40):
-    app.processEvents(); time.sleep(0.05)
+    app.processEvents()
+    time.sleep(0.05)
 from napari._qt.dialogs.qt_notification import NapariQtNotification
+
 for t in viewer.window._qt_window.findChildren(NapariQtNotification):
     t.close()
 for _ in range(10):
-    app.processEvents(); time.sleep(0.05)
+    app.processEvents()
+    time.sleep(0.05)
 img = viewer.screenshot(canvas_only=False, flash=False)
 from PIL import Image
+
 Image.fromarray(img).save(out)
 print(img.shape)
 viewer.close()

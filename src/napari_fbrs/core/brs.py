@@ -13,8 +13,8 @@ between evaluations, or when a cancel callback says the result is no longer want
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,23 @@ class LbfgsSettings:
 def click_disks(
     clicks_lists: Sequence[Sequence[Click]], height: int, width: int, radius: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Square ``(2r+1)^2`` patches around clicks, as float masks.
+    """Square ``(2r+1)^2`` patches around clicks, as float masks (the BRS loss's targets).
+
+    The patch of a click is the slice ``[y - r : y + r + 1, x - r : x + r + 1]`` around its
+    rounded coordinates (Python's ``round``: halves to even), exactly as the reference
+    predictor takes it, Python slice rules included: a click within ``r`` pixels of the
+    top or left border starts its slice at a negative index, which selects nothing, so such
+    a click has no patch (and does not enter the loss); at the bottom and right borders
+    the patch is simply cut.
+
+    Parameters
+    ----------
+    clicks_lists : sequence of sequences of Click
+        One list per batch item, ``(y, x)`` in pixels of the ``(height, width)`` view.
+    height, width : int
+        Size of the masks.
+    radius : int
+        Half side of the patches.
 
     Returns
     -------
@@ -54,7 +70,7 @@ def click_disks(
         for c in clicks:
             y, x = int(round(c.y)), int(round(c.x))
             target = pos if c.positive else neg
-            target[b, 0, max(0, y - radius):y + radius + 1, max(0, x - radius):x + radius + 1] = 1
+            target[b, 0, y - radius : y + radius + 1, x - radius : x + radius + 1] = 1
     return torch.from_numpy(pos), torch.from_numpy(neg)
 
 
@@ -78,11 +94,17 @@ class BrsObjective:
         ``cancel() -> bool``; when true, evaluation stops at once.
     """
 
-    def __init__(self, logits_fn: Callable[[torch.Tensor], torch.Tensor],
-                 reg_fn: Callable[[torch.Tensor], torch.Tensor],
-                 pos_mask: torch.Tensor, neg_mask: torch.Tensor, prob_thresh: float = 0.49,
-                 min_iou_diff: float = 0.01, device: torch.device | str = "cpu",
-                 cancel: Callable[[], bool] | None = None):
+    def __init__(
+        self,
+        logits_fn: Callable[[torch.Tensor], torch.Tensor],
+        reg_fn: Callable[[torch.Tensor], torch.Tensor],
+        pos_mask: torch.Tensor,
+        neg_mask: torch.Tensor,
+        prob_thresh: float = 0.49,
+        min_iou_diff: float = 0.01,
+        device: torch.device | str = "cpu",
+        cancel: Callable[[], bool] | None = None,
+    ):
         self.logits_fn = logits_fn
         self.reg_fn = reg_fn
         self.pos_mask = pos_mask.to(device)
@@ -109,9 +131,11 @@ class BrsObjective:
             prob = torch.sigmoid(logits)
             pos_diff = (1 - prob) * self.pos_mask
             neg_diff = prob * self.neg_mask
-            loss = (pos_diff.square().sum() / self.pos_count
-                    + neg_diff.square().sum() / self.neg_count
-                    + self.reg_fn(params))
+            loss = (
+                pos_diff.square().sum() / self.pos_count
+                + neg_diff.square().sum() / self.neg_count
+                + self.reg_fn(params)
+            )
         value = float(loss.detach())
         if value < self.best_loss:
             self.best_loss = value
@@ -127,8 +151,10 @@ class BrsObjective:
             if iou.size and iou.mean() > 1 - self.min_iou_diff:
                 return value, zero  # the mask has stopped changing
         self._last_mask = mask
-        loss.backward()
-        return value, params.grad.detach().cpu().numpy().astype(np.float64).ravel()
+        # Only d(loss)/d(params): autograd.grad skips the gradients of the network's own
+        # weights (and never accumulates anything into their .grad).
+        (grad,) = torch.autograd.grad(loss, params)
+        return value, grad.cpu().numpy().astype(np.float64).ravel()
 
 
 def _batch_iou(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
@@ -144,7 +170,12 @@ def run_lbfgs(objective: BrsObjective, x0: np.ndarray, settings: LbfgsSettings) 
     from scipy.optimize import fmin_l_bfgs_b
 
     x, _, _ = fmin_l_bfgs_b(
-        objective, x0.astype(np.float64, copy=False), m=settings.m, factr=settings.factr,
-        pgtol=settings.pgtol, maxfun=settings.maxfun, maxiter=settings.maxiter,
+        objective,
+        x0.astype(np.float64, copy=False),
+        m=settings.m,
+        factr=settings.factr,
+        pgtol=settings.pgtol,
+        maxfun=settings.maxfun,
+        maxiter=settings.maxiter,
     )
     return x

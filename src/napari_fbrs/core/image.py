@@ -16,7 +16,7 @@ The networks then want either ImageNet mean/std normalisation (``"imagenet"``) o
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -46,9 +46,7 @@ def _check_layout(image: np.ndarray) -> None:
         raise ValueError("complex images are not supported; pass abs() or real part")
 
 
-def to_unit_rgb(
-    image: np.ndarray, contrast_limits: Sequence[float] | None = None
-) -> np.ndarray:
+def to_unit_rgb(image: np.ndarray, contrast_limits: Sequence[float] | None = None) -> np.ndarray:
     """Convert a user image to ``(3, H, W)`` float32 RGB in ``[0, 1]``.
 
     Parameters

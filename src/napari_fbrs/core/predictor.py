@@ -17,8 +17,9 @@ full image.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,8 +36,14 @@ __all__ = ["MODES", "Predictor"]
 
 MODES = ("NoBRS", "RGB-BRS", "DistMap-BRS", "f-BRS-A", "f-BRS-B", "f-BRS-C")
 # clicks given to the network by default (the reference evaluation's settings)
-_DEFAULT_NET_CLICKS = {"NoBRS": None, "RGB-BRS": 5, "DistMap-BRS": 5,
-                       "f-BRS-A": 8, "f-BRS-B": 8, "f-BRS-C": 8}
+_DEFAULT_NET_CLICKS = {
+    "NoBRS": None,
+    "RGB-BRS": 5,
+    "DistMap-BRS": 5,
+    "f-BRS-A": 8,
+    "f-BRS-B": 8,
+    "f-BRS-C": 8,
+}
 
 
 @dataclass(frozen=True)
@@ -112,8 +119,10 @@ class Predictor:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if not isinstance(net, InteractiveNet):
-            raise TypeError(f"net must be an InteractiveNet (from build_model/load_model), "
-                            f"got {type(net).__name__}")
+            raise TypeError(
+                f"net must be an InteractiveNet (from build_model/load_model), "
+                f"got {type(net).__name__}"
+            )
         if mode.startswith("f-BRS") and mode not in net.brs_sites:
             raise ValueError(f"{mode} is not defined for {type(net).__name__}")
         if not 0.0 < prob_thresh < 1.0:
@@ -149,8 +158,7 @@ class Predictor:
         self.last_evaluations = 0
 
     # -- public API -----------------------------------------------------------------------
-    def set_image(self, image: np.ndarray, contrast_limits: Sequence[float] | None = None
-                  ) -> None:
+    def set_image(self, image: np.ndarray, contrast_limits: Sequence[float] | None = None) -> None:
         """Set the image to segment; clears clicks and history.
 
         Parameters
@@ -192,7 +200,7 @@ class Predictor:
         """
         click = self._make_click(y, x, positive)
         state = self._predict(self.state.clicks + (click,), self.state)
-        del self._history[self._pos + 1:]
+        del self._history[self._pos + 1 :]
         self._history.append(state)
         self._pos += 1
         return self.prob
@@ -262,9 +270,7 @@ class Predictor:
             raise ValueError(f"click ({y}, {x}) is not a finite coordinate")
         # pixel i covers [i - 0.5, i + 0.5): accept what napari shows as inside the image
         if not (-0.5 <= y < h - 0.5 and -0.5 <= x < w - 0.5):
-            raise ValueError(
-                f"click (y={y:g}, x={x:g}) lies outside the image of shape ({h}, {w})"
-            )
+            raise ValueError(f"click (y={y:g}, x={x:g}) lies outside the image of shape ({h}, {w})")
         return Click(min(max(y, 0.0), h - 1.0), min(max(x, 0.0), w - 1.0), bool(positive))
 
     def _view(self, roi: Roi, size: tuple[int, int]) -> torch.Tensor:
@@ -272,7 +278,7 @@ class Predictor:
         if key not in self._views:
             if len(self._views) > 4:
                 self._views.clear()
-            crop = self._image[:, :, roi[0]:roi[1] + 1, roi[2]:roi[3] + 1]
+            crop = self._image[:, :, roi[0] : roi[1] + 1, roi[2] : roi[3] + 1]
             if tuple(crop.shape[2:]) != size:
                 crop = F.interpolate(crop, size=size, mode="bilinear", align_corners=True)
             self._views[key] = crop
@@ -285,8 +291,12 @@ class Predictor:
         if self.zoom_in is not None:
             roi, changed = self.zoom_in.next_roi(prev.roi, clicks, prev.prob)
         view_roi = roi if roi is not None else full
-        size = view_size(view_roi, roi is not None,
-                         self.zoom_in.target_size if self.zoom_in else None, self.max_size)
+        size = view_size(
+            view_roi,
+            roi is not None,
+            self.zoom_in.target_size if self.zoom_in else None,
+            self.max_size,
+        )
         identity = roi is None and size == (h, w)
         image = self._view(view_roi, size)
         view_clicks = list(clicks) if identity else clicks_to_view(clicks, view_roi, size)
@@ -312,25 +322,35 @@ class Predictor:
                 prob = prob_view[0, 0].float().cpu().numpy()
             else:
                 rh, rw = view_roi[1] - view_roi[0] + 1, view_roi[3] - view_roi[2] + 1
-                pasted = F.interpolate(prob_view, size=(rh, rw), mode="bilinear",
-                                       align_corners=True)[0, 0].float().cpu().numpy()
+                pasted = (
+                    F.interpolate(prob_view, size=(rh, rw), mode="bilinear", align_corners=True)[
+                        0, 0
+                    ]
+                    .float()
+                    .cpu()
+                    .numpy()
+                )
                 prob = np.zeros((h, w), dtype=np.float32)
-                prob[view_roi[0]:view_roi[1] + 1, view_roi[2]:view_roi[3] + 1] = pasted
+                prob[view_roi[0] : view_roi[1] + 1, view_roi[2] : view_roi[3] + 1] = pasted
         return _State(clicks=clicks, prob=prob, roi=roi, opt=opt)
 
     def _prev_mask_view(self, prev: _State, roi: Roi, size: tuple[int, int]) -> torch.Tensor:
         if prev.prob is None:
             mask = torch.zeros((1, 1, *size), device=self.device)
         else:
-            crop = torch.from_numpy(prev.prob[roi[0]:roi[1] + 1, roi[2]:roi[3] + 1].copy())
+            crop = torch.from_numpy(prev.prob[roi[0] : roi[1] + 1, roi[2] : roi[3] + 1].copy())
             mask = crop[None, None].to(self.device)
             if tuple(mask.shape[2:]) != size:
                 mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=True)
         return torch.cat([mask, mask.flip(3)], dim=0) if self.with_flip else mask
 
     def _points(self, lists: list[list[Click]]) -> torch.Tensor:
-        return clicks_to_points(lists, limit=self.net_clicks_limit,
-                                with_index=self.net.uses_prev_mask, device=self.device)
+        return clicks_to_points(
+            lists,
+            limit=self.net_clicks_limit,
+            with_index=self.net.uses_prev_mask,
+            device=self.device,
+        )
 
     def _upsample(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         if tuple(logits.shape[2:]) == size:
@@ -347,8 +367,16 @@ class Predictor:
         if len(lists[0]) <= self.optimize_after_n_clicks:
             return None, x0
         pos, neg = click_disks(lists, size[0], size[1])
-        objective = BrsObjective(logits_fn, reg_fn, pos, neg, self.prob_thresh,
-                                 self.min_iou_diff, self.device, self._cancel)
+        objective = BrsObjective(
+            logits_fn,
+            reg_fn,
+            pos,
+            neg,
+            self.prob_thresh,
+            self.min_iou_diff,
+            self.device,
+            self._cancel,
+        )
         x = run_lbfgs(objective, x0, self.lbfgs)
         self.last_evaluations = objective.evaluations
         return objective.best_logits, x
@@ -368,18 +396,24 @@ class Predictor:
         def logits_fn(params: torch.Tensor) -> torch.Tensor:
             scale = (1 + params[:channels]).view(1, channels, 1, 1)
             bias = params[channels:].view(1, channels, 1, 1)
-            return self._upsample(net.logits_from_site(site, features * scale + bias, context),
-                                  size)
+            return self._upsample(
+                net.logits_from_site(site, features * scale + bias, context), size
+            )
 
         def reg_fn(params: torch.Tensor) -> torch.Tensor:
-            return self.reg_weight * (params[:channels].square().sum()
-                                      + self.bias_reg_weight * params[channels:].square().sum())
+            return self.reg_weight * (
+                params[:channels].square().sum()
+                + self.bias_reg_weight * params[channels:].square().sum()
+            )
 
-        x0 = prev_opt if prev_opt is not None and prev_opt.size == 2 * channels else (
-            np.zeros(2 * channels, dtype=np.float32))
+        x0 = (
+            prev_opt
+            if prev_opt is not None and prev_opt.size == 2 * channels
+            else (np.zeros(2 * channels, dtype=np.float32))
+        )
         best, x = self._optimise(logits_fn, reg_fn, lists, size, x0)
         if best is None:
-            with torch.no_grad():
+            with torch.inference_mode():
                 best = logits_fn(torch.from_numpy(np.asarray(x, np.float32)).to(self.device))
         return best, x
 
@@ -387,8 +421,12 @@ class Predictor:
         net = self.net
         on_image = self.mode == "RGB-BRS"
         shape = (1, 3 if on_image else 2, *size)
-        points = self._points(lists)
         flip = self.with_flip
+        first = int(getattr(net, "distance_maps_channel", -2))
+        # the click maps do not depend on the variables: encode them once per click
+        with torch.no_grad():
+            maps0 = net.encode_clicks(image, self._points(lists), prev_mask)
+        first %= maps0.shape[1]  # channel of the positive distance map
 
         def unpack(params: torch.Tensor) -> torch.Tensor:
             v = params.view(shape)
@@ -396,10 +434,12 @@ class Predictor:
 
         def logits_fn(params: torch.Tensor) -> torch.Tensor:
             v = unpack(params)
-            img = image + v if on_image else image
-            maps = net.encode_clicks(img, points, prev_mask)
-            if not on_image:  # the click maps are the last two channels
-                maps = torch.cat([maps[:, :-2], maps[:, -2:] + v], dim=1)
+            if on_image:
+                img, maps = image + v, maps0
+            else:  # only the two click distance maps, not a previous-mask channel
+                img = image
+                extra = maps0.shape[1] - 2
+                maps = maps0 + (F.pad(v, (0, 0, 0, 0, first, extra - first)) if extra else v)
             return self._upsample(net.logits_from_maps(img, maps), size)
 
         def reg_fn(params: torch.Tensor) -> torch.Tensor:
@@ -412,6 +452,6 @@ class Predictor:
             x0 = prev_opt
         best, x = self._optimise(logits_fn, reg_fn, lists, size, x0)
         if best is None:
-            with torch.no_grad():
+            with torch.inference_mode():
                 best = logits_fn(torch.from_numpy(np.asarray(x, np.float32)).to(self.device))
         return best, x

@@ -10,7 +10,7 @@ object vanishes, when it changes too much (IoU with the previous slice below
 
 from __future__ import annotations
 
-from typing import Callable, Collection
+from collections.abc import Callable, Collection
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -49,8 +49,10 @@ def clicks_from_mask(mask: np.ndarray, n_negative: int = 4) -> list[Click]:
     margin = max(2.0, 0.5 * radius)
     cy, cx = 0.5 * (rows[0] + rows[-1]), 0.5 * (cols[0] + cols[-1])
     candidates = [
-        (cy, cols[0] - margin), (cy, cols[-1] + margin),
-        (rows[0] - margin, cx), (rows[-1] + margin, cx),
+        (cy, cols[0] - margin),
+        (cy, cols[-1] + margin),
+        (rows[0] - margin, cx),
+        (rows[-1] + margin, cx),
     ]
     for ny, nx in candidates[:n_negative]:
         iy, ix = int(round(ny)), int(round(nx))
@@ -127,8 +129,9 @@ def propagate(
         raise ValueError(f"slice {z} is outside the stack of {n} slices along axis {axis}")
     mask = np.asarray(mask, dtype=bool)
     slice_shape = tuple(s for i, s in enumerate(volume.shape) if i != axis)
-    spatial = slice_shape[:2] if len(slice_shape) == 3 and slice_shape[2] in (3, 4) else (
-        slice_shape)
+    spatial = (
+        slice_shape[:2] if len(slice_shape) == 3 and slice_shape[2] in (3, 4) else (slice_shape)
+    )
     if mask.shape != tuple(spatial):
         raise ValueError(f"mask shape {mask.shape} does not match a slice {tuple(spatial)}")
     if not mask.any():

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,8 +72,10 @@ class TinyNet(InteractiveNet):
         self.norm_radius = norm_radius
         self.rgb_conv = nn.Conv2d(5, 3, 1)
         self.enc = nn.Sequential(
-            nn.Conv2d(3, channels, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(3, channels, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1),
+            nn.ReLU(),
         )
         self.mid = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
         self.dec = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())

@@ -7,8 +7,8 @@ to the full image; outside the view the probability is 0.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -42,7 +42,8 @@ class ZoomIn:
     recompute_iou : float
         Recompute the crop when the object box overlaps the current crop less than this.
     prob_thresh : float
-        Threshold that defines the current object for the crop.
+        Threshold that defines the current object for the crop (strictly greater). The
+        reference uses 0.5 here whatever the predictor's own threshold (0.49).
     """
 
     target_size: int = 400
@@ -85,7 +86,10 @@ class ZoomIn:
             if mask.any():
                 current = object_roi(mask, clicks, self.expansion_ratio, self.min_crop_size)
         if current is None:
-            return None, roi is not None
+            # Nothing is above the threshold: keep the current view (the reference keeps its
+            # crop box too; it then squeezes a whole-image prediction into that box, which
+            # we do not reproduce).
+            return roi, False
         if (
             roi is None
             or not _positive_clicks_inside(roi, clicks)
@@ -137,8 +141,9 @@ def bbox_iou(a: Roi, b: Roi) -> float:
     return _segment_iou(a[0], a[1], b[0], b[1]) * _segment_iou(a[2], a[3], b[2], b[3])
 
 
-def view_size(roi: Roi, zoomed: bool, target_size: int | None, max_size: int | None
-              ) -> tuple[int, int]:
+def view_size(
+    roi: Roi, zoomed: bool, target_size: int | None, max_size: int | None
+) -> tuple[int, int]:
     """Size ``(h, w)`` the network sees for ``roi``.
 
     A ZoomIn crop is resized so that its longer side is ``target_size``; any view whose
@@ -155,8 +160,28 @@ def view_size(roi: Roi, zoomed: bool, target_size: int | None, max_size: int | N
 
 
 def clicks_to_view(clicks: Sequence[Click], roi: Roi, size: tuple[int, int]) -> list[Click]:
-    """Map full-image clicks into a view of ``roi`` resized to ``size``."""
+    """Map full-image clicks into a view of ``roi`` resized to ``size``.
+
+    Computed as ``size * (coordinate - min) / extent`` in that order (float64), as the
+    reference does: the click disks of the BRS loss round these coordinates, so the last
+    bit can matter.
+
+    Parameters
+    ----------
+    clicks : sequence of Click
+        Full-image ``(y, x)`` clicks.
+    roi : Roi
+        ``(rmin, rmax, cmin, cmax)``, inclusive.
+    size : (int, int)
+        ``(h, w)`` of the resized view.
+
+    Returns
+    -------
+    list of Click
+        The clicks in view pixels.
+    """
     rmin, rmax, cmin, cmax = roi
-    sh = size[0] / (rmax - rmin + 1)
-    sw = size[1] / (cmax - cmin + 1)
-    return [Click((c.y - rmin) * sh, (c.x - cmin) * sw, c.positive) for c in clicks]
+    hh, ww = rmax - rmin + 1, cmax - cmin + 1
+    return [
+        Click(size[0] * (c.y - rmin) / hh, size[1] * (c.x - cmin) / ww, c.positive) for c in clicks
+    ]

@@ -9,9 +9,9 @@ release checkpoints are downloaded on demand with pooch into the cache directory
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 __all__ = [
     "CHECKPOINTS",
@@ -66,29 +66,124 @@ class CheckpointInfo:
 CHECKPOINTS: dict[str, CheckpointInfo] = {
     c.name: c
     for c in [
-        CheckpointInfo("fbrs-lite", "fbrs_lite", "fbrs_lite.pt", None, None, 8.0,
-                       "bundled: EfficientNet-Lite0 DeepLabV3+-style net trained by napari-fbrs"),
-        CheckpointInfo("resnet34_dh128_sbd", "resnet34_dh128", "resnet34_dh128_sbd.pth",
-                       _FBRS_RELEASE + "resnet34_dh128_sbd.pth", None, 89.0,
-                       "f-BRS release, trained on SBD"),
-        CheckpointInfo("resnet50_dh128_sbd", "resnet50_dh128", "resnet50_dh128_sbd.pth",
-                       _FBRS_RELEASE + "resnet50_dh128_sbd.pth", None, 159.0,
-                       "f-BRS release, trained on SBD"),
-        CheckpointInfo("resnet101_dh256_sbd", "resnet101_dh256", "resnet101_dh256_sbd.pth",
-                       _FBRS_RELEASE + "resnet101_dh256_sbd.pth", None, 235.0,
-                       "f-BRS release, trained on SBD"),
-        CheckpointInfo("hrnet18_ocr64_sbd", "hrnet18_ocr64", "hrnet18_ocr64_sbd.pth",
-                       _FBRS_RELEASE + "hrnet18_ocr64_sbd.pth", None, 40.0,
-                       "f-BRS release, trained on SBD"),
-        CheckpointInfo("hrnet32_ocr128_sbd", "hrnet32_ocr128", "hrnet32_ocr128_sbd.pth",
-                       _FBRS_RELEASE + "hrnet32_ocr128_sbd.pth", None, 119.0,
-                       "f-BRS release, trained on SBD"),
-        CheckpointInfo("resnet50_dh128_lvis", "resnet50_dh128", "resnet50_dh128_lvis.pth",
-                       _FBRS_RELEASE + "resnet50_dh128_lvis.pth", None, 159.0,
-                       "f-BRS release, trained on LVIS"),
-        CheckpointInfo("hrnet32_ocr128_lvis", "hrnet32_ocr128", "hrnet32_ocr128_lvis.pth",
-                       _FBRS_RELEASE + "hrnet32_ocr128_lvis.pth", None, 119.0,
-                       "f-BRS release, trained on LVIS"),
+        CheckpointInfo(
+            "fbrs-lite",
+            "fbrs_lite",
+            "fbrs_lite.pt",
+            None,
+            None,
+            8.0,
+            "bundled: EfficientNet-Lite0 DeepLabV3+-style net trained by napari-fbrs",
+        ),
+        CheckpointInfo(
+            "resnet34_dh128_sbd",
+            "resnet34_dh128",
+            "resnet34_dh128_sbd.pth",
+            _FBRS_RELEASE + "resnet34_dh128_sbd.pth",
+            None,
+            89.0,
+            "f-BRS release, trained on SBD",
+        ),
+        CheckpointInfo(
+            "resnet50_dh128_sbd",
+            "resnet50_dh128",
+            "resnet50_dh128_sbd.pth",
+            _FBRS_RELEASE + "resnet50_dh128_sbd.pth",
+            None,
+            159.0,
+            "f-BRS release, trained on SBD",
+        ),
+        CheckpointInfo(
+            "resnet101_dh256_sbd",
+            "resnet101_dh256",
+            "resnet101_dh256_sbd.pth",
+            _FBRS_RELEASE + "resnet101_dh256_sbd.pth",
+            None,
+            235.0,
+            "f-BRS release, trained on SBD",
+        ),
+        CheckpointInfo(
+            "hrnet18_ocr64_sbd",
+            "hrnet18_ocr64",
+            "hrnet18_ocr64_sbd.pth",
+            _FBRS_RELEASE + "hrnet18_ocr64_sbd.pth",
+            None,
+            40.0,
+            "f-BRS release, trained on SBD",
+        ),
+        CheckpointInfo(
+            "hrnet32_ocr128_sbd",
+            "hrnet32_ocr128",
+            "hrnet32_ocr128_sbd.pth",
+            _FBRS_RELEASE + "hrnet32_ocr128_sbd.pth",
+            None,
+            119.0,
+            "f-BRS release, trained on SBD",
+        ),
+        CheckpointInfo(
+            "resnet50_dh128_lvis",
+            "resnet50_dh128",
+            "resnet50_dh128_lvis.pth",
+            _FBRS_RELEASE + "resnet50_dh128_lvis.pth",
+            None,
+            159.0,
+            "f-BRS release, trained on LVIS",
+        ),
+        CheckpointInfo(
+            "hrnet32_ocr128_lvis",
+            "hrnet32_ocr128",
+            "hrnet32_ocr128_lvis.pth",
+            _FBRS_RELEASE + "hrnet32_ocr128_lvis.pth",
+            None,
+            119.0,
+            "f-BRS release, trained on LVIS",
+        ),
+        # RITM release (saic-vul/ritm_interactive_segmentation, tag v1.0). Sizes are those
+        # the RITM README lists (all five known); no SHA-256 is published and none could be
+        # computed here (no download), so none is checked.
+        *(
+            CheckpointInfo(
+                stem,
+                arch,
+                f"{stem}.pth",
+                f"{_RITM_RELEASE}{stem}.pth",
+                None,
+                size_mb,
+                f"RITM release, {what}",
+            )
+            for stem, arch, size_mb, what in [
+                (
+                    "sbd_h18_itermask",
+                    "ritm_hrnet18_itermask",
+                    38.8,
+                    "HRNet-18 IT-M (previous-mask input), trained on SBD",
+                ),
+                (
+                    "coco_lvis_h18_baseline",
+                    "ritm_hrnet18_baseline",
+                    38.8,
+                    "HRNet-18 without mask input, trained on COCO + LVIS",
+                ),
+                (
+                    "coco_lvis_h18s_itermask",
+                    "ritm_hrnet18s_itermask",
+                    16.5,
+                    "HRNet-18-small IT-M, trained on COCO + LVIS",
+                ),
+                (
+                    "coco_lvis_h18_itermask",
+                    "ritm_hrnet18_itermask",
+                    38.8,
+                    "HRNet-18 IT-M, trained on COCO + LVIS",
+                ),
+                (
+                    "coco_lvis_h32_itermask",
+                    "ritm_hrnet32_itermask",
+                    119.0,
+                    "HRNet-32 IT-M, trained on COCO + LVIS",
+                ),
+            ]
+        ),
     ]
 }
 
@@ -107,8 +202,9 @@ def bundled_weights_path(filename: str) -> Path:
     return Path(__file__).resolve().parent.parent / "weights" / filename
 
 
-def checkpoint_path(name: str, download: bool = True,
-                    progress: Callable[[int, int], None] | None = None) -> Path:
+def checkpoint_path(
+    name: str, download: bool = True, progress: Callable[[int, int], None] | None = None
+) -> Path:
     """Local path of a zoo checkpoint, downloading it if needed and allowed.
 
     Raises

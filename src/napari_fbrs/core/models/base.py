@@ -44,6 +44,12 @@ class InteractiveNet(nn.Module):
     brs_sites: dict[str, str] = {"f-BRS-A": "A", "f-BRS-B": "B", "f-BRS-C": "C"}
     #: whether the network takes the previous prediction as an input channel (RITM).
     uses_prev_mask: bool = False
+    #: index (negative: from the end) of the positive click distance map in the output of
+    #: :meth:`encode_clicks`; the negative map follows it. DistMap-BRS adds its correction
+    #: to these two channels only, never to a previous-mask channel. The default, the last
+    #: two channels, fits ``(pos, neg)`` and RITM's ``(prev, pos, neg)``; a network that
+    #: puts the previous mask last sets 0.
+    distance_maps_channel: int = -2
     #: registry name of the architecture (set by the registry's builders).
     arch_name: str = ""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -20,15 +20,30 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module | None = None, previous_dilation: int = 1,
-                 norm_layer: NormLayer = nn.BatchNorm2d):
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        dilation: int = 1,
+        downsample: nn.Module | None = None,
+        previous_dilation: int = 1,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+    ):
         super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=dilation,
-                               dilation=dilation, bias=False)
+        self.conv1 = nn.Conv2d(
+            inplanes, planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
+        )
         self.bn1 = norm_layer(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=previous_dilation,
-                               dilation=previous_dilation, bias=False)
+        self.conv2 = nn.Conv2d(
+            planes,
+            planes,
+            3,
+            stride=1,
+            padding=previous_dilation,
+            dilation=previous_dilation,
+            bias=False,
+        )
         self.bn2 = norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
@@ -48,14 +63,22 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module | None = None, previous_dilation: int = 1,
-                 norm_layer: NormLayer = nn.BatchNorm2d):
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        dilation: int = 1,
+        downsample: nn.Module | None = None,
+        previous_dilation: int = 1,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = norm_layer(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=dilation,
-                               dilation=dilation, bias=False)
+        self.conv2 = nn.Conv2d(
+            planes, planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
+        )
         self.bn2 = norm_layer(planes)
         self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
         self.bn3 = norm_layer(planes * self.expansion)
@@ -76,14 +99,28 @@ class SeparableConv2d(nn.Module):
     Keys: ``body.0`` (depthwise), ``body.1`` (pointwise), ``body.2`` (norm).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 padding: int = 1, stride: int = 1, bias: bool = False,
-                 norm_layer: NormLayer | None = nn.BatchNorm2d,
-                 activation: Callable[[], nn.Module] | None = nn.ReLU):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        padding: int = 1,
+        stride: int = 1,
+        bias: bool = False,
+        norm_layer: NormLayer | None = nn.BatchNorm2d,
+        activation: Callable[[], nn.Module] | None = nn.ReLU,
+    ):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride, padding=padding,
-                      groups=in_channels, bias=bias),
+            nn.Conv2d(
+                in_channels,
+                in_channels,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                groups=in_channels,
+                bias=bias,
+            ),
             nn.Conv2d(in_channels, out_channels, 1, bias=bias),
             norm_layer(out_channels) if norm_layer is not None else nn.Identity(),
             activation() if activation is not None else nn.Identity(),
@@ -93,12 +130,19 @@ class SeparableConv2d(nn.Module):
         return self.body(x)
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1, padding: int = 0,
-                 dilation: int = 1, norm_layer: NormLayer = nn.BatchNorm2d) -> nn.Sequential:
+def conv_bn_relu(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> nn.Sequential:
     """``Sequential(conv without bias, norm, ReLU)``: keys ``0`` (conv) and ``1`` (norm)."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation,
-                  bias=False),
+        nn.Conv2d(
+            in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False
+        ),
         norm_layer(out_channels),
         nn.ReLU(inplace=True),
     )

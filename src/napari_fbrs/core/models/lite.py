@@ -171,6 +171,8 @@ class LiteNet(InteractiveNet):
 
     input_normalization = "imagenet"
     uses_prev_mask = True
+    # maps are (positive, negative, previous mask): DistMap-BRS corrects channels 0 and 1
+    distance_maps_channel = 0
 
     def __init__(self, channels: int = 96, skip_channels: int = 32, norm_radius: float = 260.0):
         super().__init__()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 __all__ = [
     "ArchSpec",
@@ -64,28 +65,97 @@ _M = "napari_fbrs.core.models"
 ARCHITECTURES: dict[str, ArchSpec] = {
     spec.name: spec
     for spec in [
-        ArchSpec("resnet34_dh128", f"{_M}.deeplab:build_deeplab", "fbrs",
-                 "DeepLabV3+ ResNet-34, 128-channel head (f-BRS)",
-                 {"backbone": "resnet34", "head_channels": 128}),
-        ArchSpec("resnet50_dh128", f"{_M}.deeplab:build_deeplab", "fbrs",
-                 "DeepLabV3+ ResNet-50, 128-channel head (f-BRS)",
-                 {"backbone": "resnet50", "head_channels": 128}),
-        ArchSpec("resnet101_dh256", f"{_M}.deeplab:build_deeplab", "fbrs",
-                 "DeepLabV3+ ResNet-101, 256-channel head (f-BRS)",
-                 {"backbone": "resnet101", "head_channels": 256}),
-        ArchSpec("hrnet18_ocr64", f"{_M}.hrnet:build_hrnet_ocr", "fbrs",
-                 "HRNetV2-W18 + OCR-64 (f-BRS)", {"width": 18, "ocr_width": 64}),
-        ArchSpec("hrnet18s_ocr48", f"{_M}.hrnet:build_hrnet_ocr", "fbrs",
-                 "small HRNetV2-W18 + OCR-48 (f-BRS)",
-                 {"width": 18, "ocr_width": 48, "small": True}),
-        ArchSpec("hrnet32_ocr128", f"{_M}.hrnet:build_hrnet_ocr", "fbrs",
-                 "HRNetV2-W32 + OCR-128 (f-BRS)", {"width": 32, "ocr_width": 128}),
-        ArchSpec("hrnet48_ocr128", f"{_M}.hrnet:build_hrnet_ocr", "fbrs",
-                 "HRNetV2-W48 + OCR-128 (f-BRS)", {"width": 48, "ocr_width": 128}),
-        ArchSpec("fbrs_lite", f"{_M}.lite:build_lite", "lite",
-                 "bundled EfficientNet-Lite0 encoder + light DeepLabV3+-style decoder"),
-        ArchSpec("tiny_test", "napari_fbrs.core.testing:TinyNet", "test",
-                 "a tiny untrained network for tests only"),
+        ArchSpec(
+            "resnet34_dh128",
+            f"{_M}.deeplab:build_deeplab",
+            "fbrs",
+            "DeepLabV3+ ResNet-34, 128-channel head (f-BRS)",
+            {"backbone": "resnet34", "head_channels": 128},
+        ),
+        ArchSpec(
+            "resnet50_dh128",
+            f"{_M}.deeplab:build_deeplab",
+            "fbrs",
+            "DeepLabV3+ ResNet-50, 128-channel head (f-BRS)",
+            {"backbone": "resnet50", "head_channels": 128},
+        ),
+        ArchSpec(
+            "resnet101_dh256",
+            f"{_M}.deeplab:build_deeplab",
+            "fbrs",
+            "DeepLabV3+ ResNet-101, 256-channel head (f-BRS)",
+            {"backbone": "resnet101", "head_channels": 256},
+        ),
+        ArchSpec(
+            "hrnet18_ocr64",
+            f"{_M}.hrnet:build_hrnet_ocr",
+            "fbrs",
+            "HRNetV2-W18 + OCR-64 (f-BRS)",
+            {"width": 18, "ocr_width": 64},
+        ),
+        ArchSpec(
+            "hrnet18s_ocr48",
+            f"{_M}.hrnet:build_hrnet_ocr",
+            "fbrs",
+            "small HRNetV2-W18 + OCR-48 (f-BRS)",
+            {"width": 18, "ocr_width": 48, "small": True},
+        ),
+        ArchSpec(
+            "hrnet32_ocr128",
+            f"{_M}.hrnet:build_hrnet_ocr",
+            "fbrs",
+            "HRNetV2-W32 + OCR-128 (f-BRS)",
+            {"width": 32, "ocr_width": 128},
+        ),
+        ArchSpec(
+            "hrnet48_ocr128",
+            f"{_M}.hrnet:build_hrnet_ocr",
+            "fbrs",
+            "HRNetV2-W48 + OCR-128 (f-BRS)",
+            {"width": 48, "ocr_width": 128},
+        ),
+        ArchSpec(
+            "fbrs_lite",
+            f"{_M}.lite:build_lite",
+            "lite",
+            "bundled EfficientNet-Lite0 encoder + light DeepLabV3+-style decoder",
+        ),
+        ArchSpec(
+            "tiny_test",
+            "napari_fbrs.core.testing:TinyNet",
+            "test",
+            "a tiny untrained network for tests only",
+        ),
+        # --- RITM release architectures (issue 8; models/ritm.py, models/ritm_config.py) ---
+        ArchSpec(
+            "ritm_hrnet18_itermask",
+            f"{_M}.ritm:build_ritm_hrnet",
+            "ritm",
+            "RITM HRNetV2-W18 + OCR-64, previous-mask input (IT-M)",
+            {"width": 18, "ocr_width": 64},
+        ),
+        ArchSpec(
+            "ritm_hrnet18s_itermask",
+            f"{_M}.ritm:build_ritm_hrnet",
+            "ritm",
+            "RITM small HRNetV2-W18 + OCR-48, previous-mask input (IT-M)",
+            {"width": 18, "ocr_width": 48, "small": True},
+        ),
+        ArchSpec(
+            "ritm_hrnet32_itermask",
+            f"{_M}.ritm:build_ritm_hrnet",
+            "ritm",
+            "RITM HRNetV2-W32 + OCR-128, previous-mask input (IT-M)",
+            {"width": 32, "ocr_width": 128},
+        ),
+        ArchSpec(
+            "ritm_hrnet18_baseline",
+            f"{_M}.ritm:build_ritm_hrnet",
+            "ritm",
+            "RITM HRNetV2-W18 + OCR-64, clicks only (baseline)",
+            {"width": 18, "ocr_width": 64, "with_prev_mask": False},
+        ),
+        # --- end RITM ---
     ]
 }
 
@@ -147,7 +217,9 @@ def _expected_shapes(name: str) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         net = ARCHITECTURES[name].build()
     return {
-        k: tuple(v.shape) for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")
+        k: tuple(v.shape)
+        for k, v in net.state_dict().items()
+        if not k.endswith("num_batches_tracked")
     }
 
 
@@ -268,10 +340,16 @@ def load_model(path_or_name: str | os.PathLike, device: str = "auto"):
     if not path.is_file():
         path = zoo.checkpoint_path(str(path_or_name))
     state_dict, extra = load_state_dict_file(path)
-    arch = extra.get("arch") if isinstance(extra.get("arch"), str) else None
-    if arch is None or arch not in ARCHITECTURES:
-        arch = identify_architecture(state_dict)
-    net = build_model(arch)
+    from napari_fbrs.core.models.ritm_config import build_from_checkpoint
+
+    # a RITM file carries its model config: built from it, read as data (or refused)
+    net = build_from_checkpoint(state_dict, extra)
+    if net is None:
+        arch = extra.get("arch") if isinstance(extra.get("arch"), str) else None
+        if arch is None or arch not in ARCHITECTURES:
+            arch = identify_architecture(state_dict)
+        net = build_model(arch)
+    arch = getattr(net, "arch_name", None) or type(net).__name__
     missing, unexpected = net.load_state_dict(state_dict, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
