@@ -12,6 +12,7 @@ import gc
 import importlib
 import os
 import pickle
+import struct
 import types
 import zipfile
 
@@ -149,13 +150,6 @@ def test_a_hostile_pickle_is_refused_and_runs_nothing(tmp_path, state_dict, layo
     assert not marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the refusal's 'Detail:' is torch's generic first line ('Weights only load "
-    "failed. In PyTorch 2.6 ...') instead of the line naming what the file tried to load "
-    "('unsupported GLOBAL posix.system'); fix in core/models/registry.py "
-    "load_state_dict_file",
-)
 def test_the_refusal_names_what_the_file_tried_to_run(tmp_path, state_dict):
     path = tmp_path / "hostile.pth"
     torch.save({"state_dict": state_dict, "x": Marker(tmp_path / "PWNED")}, path)
@@ -185,14 +179,6 @@ NOT_CHECKPOINTS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a file that is not a checkpoint at all (an HTML error page saved by a failed "
-    "download, a git-lfs pointer, random bytes) is reported as 'refused: it contains "
-    "pickled code', which is false and alarming; fix in core/models/registry.py "
-    "load_state_dict_file: call it 'not a PyTorch checkpoint (truncated or corrupt)' unless "
-    "torch's message says 'Unsupported global'",
-)
 @pytest.mark.parametrize("kind", sorted(NOT_CHECKPOINTS))
 def test_a_file_that_is_no_checkpoint_is_not_called_hostile(tmp_path, kind):
     path = tmp_path / "model.pth"
@@ -211,21 +197,15 @@ def test_a_file_that_is_no_checkpoint_is_refused(tmp_path):
             load_model(path, device="cpu")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a checkpoint with corrupted bytes inside a tensor (bit rot, a bad copy) loads "
-    "silently: the zip entries' CRC32 is never checked and no official checkpoint has a "
-    "known hash; fix in core/models/registry.py load_state_dict_file (zip files: "
-    "zipfile.ZipFile(path).testzip() is not None -> CheckpointError) and core/zoo.py "
-    "(fill CheckpointInfo.sha256, verify cached files)",
-)
 def test_corrupted_bytes_inside_a_checkpoint_are_detected(tmp_path, state_dict):
     path = tmp_path / "model.pth"
     torch.save(state_dict, path)
     with zipfile.ZipFile(path) as z:
         info = max(z.infolist(), key=lambda i: i.file_size)  # the largest tensor
-        offset = info.header_offset + 30 + len(info.filename) + len(info.extra)
     data = bytearray(path.read_bytes())
+    # the local header's own name/extra lengths (torch pads the local extra field)
+    name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)
+    offset = info.header_offset + 30 + name_len + extra_len
     data[offset : offset + 16] = bytes(16)
     data[offset] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -233,12 +213,6 @@ def test_corrupted_bytes_inside_a_checkpoint_are_detected(tmp_path, state_dict):
         load_model(path, device="cpu")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a checkpoint whose weights hold NaN or Inf loads, and every prediction is then "
-    "NaN (not a probability); fix in core/models/registry.py load_model: refuse non-finite "
-    "floating-point tensors with a CheckpointError naming the first such key",
-)
 def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path, state_dict):
     state_dict["out.weight"][0, 0] = float("nan")
     path = tmp_path / "nan.pth"
@@ -259,14 +233,6 @@ def test_a_wrong_architecture_names_the_closest_one_and_the_keys(tmp_path, state
     assert "mid.0.bias" in message and "extra.bias" in message and "out.weight" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a state dict that shares no key with any architecture (another program's "
-    "file) is said to be 'closest' to an arbitrary one with ~1500 missing keys; fix in "
-    "core/models/registry.py identify_architecture: when the best match has no key in "
-    "common, say the file is not an f-BRS/RITM/napari-fbrs checkpoint and list a few of "
-    "its keys",
-)
 def test_an_unrelated_state_dict_is_not_given_a_closest_architecture():
     with pytest.raises(CheckpointError) as info:
         identify_architecture({"encoder.layer.0.weight": torch.zeros(3, 3)})
@@ -294,12 +260,6 @@ def test_missing_files_folders_and_unknown_names(tmp_path):
         load_model("resnet34_dh128_sbdd", device="cpu")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a damaged cached zoo checkpoint says 'Delete it and download it again' but "
-    "names only the file, not the cache folder it is in; fix in core/models/registry.py "
-    "load_state_dict_file: print the full path",
-)
 def test_a_damaged_cached_zoo_checkpoint_says_where_it_is(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_FBRS_CACHE", str(tmp_path / "cache"))
     from napari_fbrs.core import zoo

@@ -268,6 +268,13 @@ def identify_architecture(state_dict: Mapping[str, Any]) -> str:
         shown = ", ".join(keys[:5])
         return f"{len(keys)} ({shown}{', ...' if len(keys) > 5 else ''})"
 
+    if not set(got) & set(expected_shapes(name)):
+        raise CheckpointError(
+            "the checkpoint matches no known architecture: it shares no key with any f-BRS, "
+            "RITM or napari-fbrs network, so it is not one of their checkpoints (its keys: "
+            f"{_few(sorted(got))})"
+        )
+
     raise CheckpointError(
         "the checkpoint matches no known architecture; closest is "
         f"{name!r}: missing keys {_few(missing)}, unexpected keys {_few(unexpected)}, "
@@ -294,20 +301,41 @@ def load_state_dict_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
+    damaged = (
+        f"{path} could not be read: the file is not a PyTorch checkpoint, or it is truncated "
+        "or corrupt ({}). Delete it and download it again."
+    )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        named = [line for line in lines if "GLOBAL" in line]
+        with open(path, "rb") as fh:
+            is_pickle = fh.read(1) == b"\x80"  # the PROTO opcode that starts a pickle
+        if not (named or is_pickle):  # garbage that merely fails to unpickle
+            raise CheckpointError(
+                damaged.format(lines[0] if lines else type(exc).__name__)
+            ) from exc
+        # name what the file tried to load (e.g. "GLOBAL posix.system") when torch says it
+        after = [i for i, line in enumerate(lines) if "WeightsUnpickler" in line]
+        named = named or (lines[after[0] + 1 : after[0] + 2] if after else []) or lines[:1]
         raise CheckpointError(
             f"{path.name} was refused: it contains pickled code or objects that are not plain "
             "tensors (loaded with weights_only=True, nothing was executed). Only use "
-            f"checkpoints from a source you trust. Detail: {str(exc).splitlines()[0]}"
+            f"checkpoints from a source you trust. Detail: {named[0]}"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path.name} could not be read: the file is truncated or corrupt "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-            "Delete it and download it again."
-        ) from exc
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise CheckpointError(damaged.format(f"{type(exc).__name__}: {first}")) from exc
+    if zipfile.is_zipfile(path):
+        # torch does not verify the zip entries' CRC32: bit rot inside a tensor loads silently
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise CheckpointError(damaged.format(f"{type(exc).__name__}: {exc}")) from exc
+        if bad is not None:
+            raise CheckpointError(damaged.format(f"checksum mismatch in entry {bad}"))
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path.name} holds a {type(obj).__name__}, not a state dict")
     for key in ("state_dict", "model"):
@@ -333,6 +361,8 @@ def load_model(path_or_name: str | os.PathLike, device: str = "auto"):
     InteractiveNet
         In eval mode with gradients off, on ``device``.
     """
+    import torch
+
     from napari_fbrs.core import zoo
 
     dev = resolve_device(device)
@@ -340,6 +370,13 @@ def load_model(path_or_name: str | os.PathLike, device: str = "auto"):
     if not path.is_file():
         path = zoo.checkpoint_path(str(path_or_name))
     state_dict, extra = load_state_dict_file(path)
+    for key, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if not bool(torch.isfinite(value).all()):
+                raise CheckpointError(
+                    f"{path.name} holds NaN or infinite weights (first in {key!r}): it is "
+                    "damaged or the training diverged; use another checkpoint"
+                )
     from napari_fbrs.core.models.ritm_config import build_from_checkpoint
 
     # a RITM file carries its model config: built from it, read as data (or refused)
