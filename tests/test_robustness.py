@@ -564,13 +564,6 @@ def test_the_predictor_history_is_bounded(net, mode):
     assert sizes[1] - sizes[0] < 20 * map_bytes  # 80 more clicks, < 20 maps more
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="distance_maps builds a (B, 2N, H, W) tensor for N clicks (and copies of it): "
-    "NoBRS gives the network every click, so click 1,000 on a 512 x 512 image allocates "
-    "~4 GB; fix in core/clicks.py distance_maps: take the running minimum over chunks of "
-    "clicks (e.g. 8 at a time), so memory is O(B x H x W)",
-)
 def test_encoding_many_clicks_takes_memory_independent_of_their_number():
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves

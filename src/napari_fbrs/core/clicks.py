@@ -78,6 +78,9 @@ def clicks_to_points(
     return out.to(device)
 
 
+_CLICK_CHUNK = 4  # clicks per polarity and chunk of the distance-map minimum
+
+
 def distance_maps(
     points: torch.Tensor, height: int, width: int, norm_radius: float = 260.0
 ) -> torch.Tensor:
@@ -103,13 +106,20 @@ def distance_maps(
     """
     bsz, n2, _ = points.shape
     n = n2 // 2
-    yx = points[..., :2].to(torch.float32)
-    invalid = yx.max(dim=-1).values < 0  # (B, 2N)
+    yx = points[..., :2].to(torch.float32).view(bsz, 2, n, 2)
+    invalid = yx.max(dim=-1).values < 0  # (B, 2, N)
     rows = torch.arange(height, dtype=torch.float32, device=points.device)
     cols = torch.arange(width, dtype=torch.float32, device=points.device)
-    dy = (rows.view(1, 1, height, 1) - yx[..., 0].view(bsz, n2, 1, 1)) / norm_radius
-    dx = (cols.view(1, 1, 1, width) - yx[..., 1].view(bsz, n2, 1, 1)) / norm_radius
-    d2 = dy * dy + dx * dx  # (B, 2N, H, W)
-    d2 = d2.masked_fill(invalid.view(bsz, n2, 1, 1), 1e6)
-    d2 = d2.view(bsz, 2, n, height, width).amin(dim=2)
+    # running minimum over chunks of clicks: memory O(B H W) whatever the number of clicks,
+    # and the same values as one big minimum
+    d2 = torch.full((bsz, 2, height, width), 1e6, dtype=torch.float32, device=points.device)
+    for start in range(0, n, _CLICK_CHUNK):
+        part = yx[:, :, start : start + _CLICK_CHUNK]  # (B, 2, c, 2)
+        c = part.shape[2]
+        dy = (rows.view(1, 1, 1, height, 1) - part[..., 0].view(bsz, 2, c, 1, 1)) / norm_radius
+        dx = (cols.view(1, 1, 1, 1, width) - part[..., 1].view(bsz, 2, c, 1, 1)) / norm_radius
+        chunk = (dy * dy + dx * dx).masked_fill(
+            invalid[:, :, start : start + c].view(bsz, 2, c, 1, 1), 1e6
+        )
+        d2 = torch.minimum(d2, chunk.amin(dim=2))
     return torch.tanh(2.0 * torch.sqrt(d2))
