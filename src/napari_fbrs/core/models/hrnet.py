@@ -412,7 +412,47 @@ class HRNetOCRFeatureExtractor(nn.Module):
         return self.head(self.backbone_features(x, additional_features))
 
 
-class HRNetOCRNet(InteractiveNet):
+class HRNetOCRSites:
+    """The passes shared by the f-BRS and RITM HRNet+OCR networks.
+
+    Needs ``self.feature_extractor`` (:class:`HRNetOCRFeatureExtractor`) and
+    ``self._backbone(image, maps)`` (the backbone features, ``15 * width`` channels).
+    Site ``"A"`` = backbone features, ``"C"`` = OCR features before ``cls_head``.
+    """
+
+    def logits_from_maps(self, image: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, 1, ceil(H/4), ceil(W/4))`` from ``image`` and ``maps`` ``(B, 2, H, W)``."""
+        return self.feature_extractor.head(self._backbone(image, maps))[0]
+
+    def site_features(
+        self, site: str, image: torch.Tensor, maps: torch.Tensor
+    ) -> tuple[torch.Tensor, Any]:
+        """Features ``(B, site_channels(site), ceil(H/4), ceil(W/4))`` at ``site``; no context."""
+        self._check_site(site)
+        feats = self._backbone(image, maps)
+        if site == "C":
+            feats = self.feature_extractor.ocr_features(feats)[0]
+        return feats, None
+
+    def logits_from_site(self, site: str, features: torch.Tensor, context: Any) -> torch.Tensor:
+        """Logits ``(B, 1, h, w)`` from (scaled/shifted) site features ``(B, C, h, w)``."""
+        self._check_site(site)
+        if site == "A":
+            return self.feature_extractor.head(features)[0]
+        return self.feature_extractor.cls_head(features)
+
+    def site_channels(self, site: str) -> int:
+        self._check_site(site)
+        fe = self.feature_extractor
+        return fe.backbone_channels if site == "A" else 2 * fe.ocr_width
+
+    @staticmethod
+    def _check_site(site: str) -> None:
+        if site not in ("A", "C"):
+            raise ValueError(f"HRNet+OCR has insertion sites 'A' and 'C', not {site!r}")
+
+
+class HRNetOCRNet(HRNetOCRSites, InteractiveNet):
     """f-BRS HRNetV2 + OCR click network (``hrnet18_ocr64``, ``hrnet32_ocr128``, ...).
 
     Input: ``rgb_conv(cat(image, distance_maps))``. Insertion sites: ``"A"`` = the
@@ -453,37 +493,6 @@ class HRNetOCRNet(InteractiveNet):
     def _backbone(self, image: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         x = self.rgb_conv(torch.cat([image, maps], dim=1))
         return self.feature_extractor.backbone_features(x)
-
-    def logits_from_maps(self, image: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, 1, ceil(H/4), ceil(W/4))`` from ``image`` and ``maps`` ``(B, 2, H, W)``."""
-        return self.feature_extractor.head(self._backbone(image, maps))[0]
-
-    def site_features(
-        self, site: str, image: torch.Tensor, maps: torch.Tensor
-    ) -> tuple[torch.Tensor, Any]:
-        """Features ``(B, site_channels(site), ceil(H/4), ceil(W/4))`` at ``site``; no context."""
-        self._check_site(site)
-        feats = self._backbone(image, maps)
-        if site == "C":
-            feats = self.feature_extractor.ocr_features(feats)[0]
-        return feats, None
-
-    def logits_from_site(self, site: str, features: torch.Tensor, context: Any) -> torch.Tensor:
-        """Logits ``(B, 1, h, w)`` from (scaled/shifted) site features ``(B, C, h, w)``."""
-        self._check_site(site)
-        if site == "A":
-            return self.feature_extractor.head(features)[0]
-        return self.feature_extractor.cls_head(features)
-
-    def site_channels(self, site: str) -> int:
-        self._check_site(site)
-        fe = self.feature_extractor
-        return fe.backbone_channels if site == "A" else 2 * fe.ocr_width
-
-    @staticmethod
-    def _check_site(site: str) -> None:
-        if site not in ("A", "C"):
-            raise ValueError(f"HRNet+OCR has insertion sites 'A' and 'C', not {site!r}")
 
 
 def build_hrnet_ocr(width: int, ocr_width: int, small: bool = False) -> HRNetOCRNet:

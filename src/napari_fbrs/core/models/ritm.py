@@ -30,15 +30,13 @@ f-BRS sites are those of the f-BRS HRNet: ``"A"`` = the concatenated backbone fe
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from napari_fbrs.core.clicks import distance_maps
 from napari_fbrs.core.image import IMAGENET_MEAN, IMAGENET_STD
 from napari_fbrs.core.models.base import InteractiveNet
-from napari_fbrs.core.models.hrnet import HRNetOCRFeatureExtractor
+from napari_fbrs.core.models.hrnet import HRNetOCRFeatureExtractor, HRNetOCRSites
 from napari_fbrs.core.models.layers import NormLayer
 
 __all__ = ["RITMHRNetNet", "ScaleLayer", "build_ritm_hrnet", "disk_maps"]
@@ -94,7 +92,7 @@ class ScaleLayer(nn.Module):
         return x * self.scale.abs()
 
 
-class RITMHRNetNet(InteractiveNet):
+class RITMHRNetNet(HRNetOCRSites, InteractiveNet):
     """RITM HRNetV2 + OCR click network (``ritm_hrnet18_itermask``, ...).
 
     Parameters
@@ -213,46 +211,6 @@ class RITMHRNetNet(InteractiveNet):
     def _backbone(self, image: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         coord = self.maps_transform(maps)
         return self.feature_extractor.backbone_features(image, coord)
-
-    def logits_from_maps(self, image: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, 1, ceil(H/4), ceil(W/4))``.
-
-        Parameters
-        ----------
-        image : torch.Tensor
-            ``(B, 3, H, W)`` ImageNet-normalised image.
-        maps : torch.Tensor
-            ``(B, coord_channels, H, W)`` from :meth:`encode_clicks`.
-        """
-        return self.feature_extractor.head(self._backbone(image, maps))[0]
-
-    def site_features(
-        self, site: str, image: torch.Tensor, maps: torch.Tensor
-    ) -> tuple[torch.Tensor, Any]:
-        """Features ``(B, site_channels(site), ceil(H/4), ceil(W/4))`` at ``site``; no context."""
-        self._check_site(site)
-        feats = self._backbone(image, maps)
-        if site == "C":
-            feats = self.feature_extractor.ocr_features(feats)[0]
-        return feats, None
-
-    def logits_from_site(self, site: str, features: torch.Tensor, context: Any) -> torch.Tensor:
-        """Logits ``(B, 1, h, w)`` from (scaled/shifted) site features ``(B, C, h, w)``."""
-        self._check_site(site)
-        if site == "A":
-            return self.feature_extractor.head(features)[0]
-        return self.feature_extractor.cls_head(features)
-
-    def site_channels(self, site: str) -> int:
-        """``15 * width`` at site ``"A"``, ``2 * ocr_width`` at site ``"C"``."""
-        self._check_site(site)
-        fe = self.feature_extractor
-        return fe.backbone_channels if site == "A" else 2 * fe.ocr_width
-
-    @staticmethod
-    def _check_site(site: str) -> None:
-        if site not in ("A", "C"):
-            raise ValueError(f"RITM HRNet+OCR has insertion sites 'A' and 'C', not {site!r}")
 
     def forward_unit(self, x: torch.Tensor, points: torch.Tensor) -> dict[str, torch.Tensor]:
         """The official RITM ``forward``: ``[0, 1]`` input, normalised here.
