@@ -439,19 +439,50 @@ def test_a_20000_by_20000_image_opens_without_reading_its_pixels(tmp_path):
     assert s.clicks() == [SessionClick(19999.4, 0.0, True)] and reads == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Predictor.set_image keeps the whole image as a (1, 3, H, W) float32 tensor (12 "
-    "bytes per pixel of a grey uint8 image, ~4.8 GB for 20000 x 20000, with ~10 GB peak "
-    "while converting) even when max_size shrinks what the network sees; fix in "
-    "core/predictor.py set_image/_view and core/image.py: keep the user's array (or uint8 "
-    "/ float16) and normalise each view's crop when it is made",
-)
 def test_the_predictor_holds_little_more_than_the_image(net):
+    """A grey uint8 image is kept as its own pixels (not 12 bytes per pixel of float RGB);
+    with max_size the network's views stay small, even after clicks."""
     image = np.zeros((512, 512), np.uint8)
-    p = Predictor(net, mode="NoBRS", device="cpu", max_size=64)
+    p = Predictor(net, mode="NoBRS", device="cpu", max_size=64, zoom_in=None)
     p.set_image(image)
     assert held_bytes(p) <= 4 * image.nbytes
+    p.add_click(100, 100)
+    # + one (512, 512) float32 probability map for the click's state
+    assert held_bytes(p) <= 4 * image.nbytes + image.size * 4
+
+
+def test_the_predictor_copies_the_image(net):
+    """Editing the caller's array after set_image changes nothing the predictor sees."""
+    image = np.zeros((32, 32), np.uint8)
+    p = Predictor(net, mode="NoBRS", device="cpu", zoom_in=None)
+    p.set_image(image)
+    before = p.add_click(16, 16).copy()
+    p.undo()
+    image[:] = 255
+    np.testing.assert_array_equal(p.add_click(16, 16), before)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float64, np.bool_])
+def test_a_huge_crop_is_sampled_like_bilinear_resizing(dtype):
+    """Views much smaller than their crop read only the pixels they interpolate from and
+    agree with torch's bilinear resizing of the whole crop."""
+    from napari_fbrs.core.image import ImageSource
+
+    rng = np.random.default_rng(0)
+    if dtype is np.bool_:
+        image = rng.random((301, 257)) > 0.5
+    else:
+        image = (rng.random((301, 257, 3)) * 200).astype(dtype)
+    source = ImageSource(image, normalization="imagenet")
+    sampled = source.view((5, 290, 7, 250), (40, 33))  # 286 x 244 crop: sampled
+    whole = torch.nn.functional.interpolate(
+        source.view((5, 290, 7, 250), (286, 244)), size=(40, 33), mode="bilinear",
+        align_corners=True,
+    )  # fmt: skip
+    assert sampled.shape == (1, 3, 40, 33) and sampled.dtype == torch.float32
+    # torch places the taps in float32 (positions ~300 carry ~3e-5 error): 2e-4 covers that,
+    # a wrong tap or weight is off by ~0.01 or more
+    torch.testing.assert_close(sampled, whole, atol=2e-4, rtol=0)
 
 
 def test_out_of_memory_while_reading_an_image_changes_nothing(net):
@@ -540,14 +571,6 @@ def test_a_thousand_clicks_in_a_session(net):
     check_prob(s.predict(), (24, 24))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the predictor's undo history keeps a full (H, W) float32 probability map and "
-    "the BRS variables (float64; 3 x 400 x 400 for RGB-BRS with ZoomIn = 3.8 MB) for every "
-    "click, without bound: 1,000 clicks on a 2048 x 2048 image hold 16 GB; fix in "
-    "core/predictor.py Predictor.add_click/_State: keep full states for the last N clicks "
-    "(e.g. 32) and only clicks (recompute on undo) beyond, store opt as float32",
-)
 @pytest.mark.parametrize("mode", ["NoBRS", "RGB-BRS"])
 def test_the_predictor_history_is_bounded(net, mode):
     zoom = nf.ZoomIn(target_size=64, min_crop_size=16)
@@ -562,6 +585,41 @@ def test_the_predictor_history_is_bounded(net, mode):
             sizes.append(held_bytes(p))
     map_bytes = 64 * 64 * 4
     assert sizes[1] - sizes[0] < 20 * map_bytes  # 80 more clicks, < 20 maps more
+    # undo walks back through all of it: recent clicks exactly, older ones recomputed
+    recent = [p.prob.copy()]
+    for _ in range(5):
+        recent.append(p.undo().copy())
+    for expected in reversed(recent[:-1]):
+        np.testing.assert_array_equal(p.redo(), expected)
+    for _ in range(119):
+        prob = p.undo()
+        check_prob(prob, (64, 64))
+        assert held_bytes(p) - sizes[1] < 20 * map_bytes
+    assert len(p.clicks) == 1 and p.can_undo
+    check_prob(p.prob, (64, 64))
+    assert not p.undo().any() and not p.can_undo  # no clicks: zeros
+    for _ in range(120):
+        p.redo()
+    assert len(p.clicks) == 120 and not p.can_redo
+
+
+def test_undo_past_the_kept_states_recomputes_the_same_clicks(net):
+    """A state beyond FULL_STATES is recomputed from its clicks in its crop: with NoBRS
+    (no warm start) and no previous-mask input, that is the same map as before."""
+    from napari_fbrs.core.predictor import FULL_STATES
+
+    p = Predictor(net, mode="NoBRS", device="cpu", zoom_in=nf.ZoomIn(target_size=48,
+                  min_crop_size=16))  # fmt: skip
+    p.set_image(np.random.default_rng(1).integers(0, 255, (48, 48), dtype=np.uint8))
+    rng = np.random.default_rng(2)
+    maps = []
+    for i in range(FULL_STATES + 6):
+        maps.append(p.add_click(*rng.uniform(0, 47, 2), positive=bool(i % 2 == 0)).copy())
+    assert p._history[2].thin and p._history[2].prob is None  # memory was released
+    for _ in range(FULL_STATES + 6 - 3):
+        p.undo()
+    assert len(p.clicks) == 3
+    np.testing.assert_allclose(p.prob, maps[2], atol=1e-6)
 
 
 def test_encoding_many_clicks_takes_memory_independent_of_their_number():

@@ -12,6 +12,10 @@ dropped), of any numeric dtype. It becomes ``(3, H, W)`` float32 in ``[0, 1]``:
 
 The networks then want either ImageNet mean/std normalisation (``"imagenet"``) or the
 ``[0, 1]`` image (``"unit"``), see :func:`network_input`.
+
+:class:`ImageSource` holds an image for the predictor in its compact form (a copy of the
+user's integer pixels, or float32 for float images, never the 12 bytes per pixel of the
+network's float RGB) and makes the network input of one crop at a time.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "network_input", "to_unit_rgb"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageSource", "network_input", "to_unit_rgb"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,23 +69,44 @@ def to_unit_rgb(image: np.ndarray, contrast_limits: Sequence[float] | None = Non
     _check_layout(image)
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
+    return _unit_channels_first(image, _intensity_window(image, contrast_limits))
+
+
+def _intensity_window(
+    image: np.ndarray, contrast_limits: Sequence[float] | None
+) -> tuple[float, float] | None:
+    """``(low, high)`` mapped to ``[0, 1]``, or ``None`` for the exact uint8/bool rules."""
     if contrast_limits is not None:
         lo, hi = (float(v) for v in contrast_limits)
-        out = _scale(image, lo, hi)
+        return lo, hi
+    if image.dtype in (np.uint8, np.bool_):
+        return None
+    data = image
+    if data.size > _PERCENTILE_SAMPLE:  # a regular subsample estimates the percentiles
+        step = int(np.ceil(np.sqrt(data.size / _PERCENTILE_SAMPLE)))
+        data = data[::step, ::step]
+    data = data.astype(np.float32, copy=False)
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(finite, [0.5, 99.5])
+    if hi <= lo:  # flat image: keep it flat, mid-grey if non-zero
+        lo, hi = float(finite.min()), float(finite.min()) + 1.0
+    return float(lo), float(hi)
+
+
+# pixels used to estimate the percentiles of large images
+_PERCENTILE_SAMPLE = 1 << 22
+
+
+def _unit_channels_first(image: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
+    """``(h, w)`` or ``(h, w, 3)`` pixels -> ``(3, h, w)`` float32 in ``[0, 1]``."""
+    if window is not None:
+        out = _scale(image, *window)
     elif image.dtype == np.uint8:
         out = image.astype(np.float32) / 255.0
-    elif image.dtype == np.bool_:
+    else:  # bool
         out = image.astype(np.float32)
-    else:
-        data = image.astype(np.float32, copy=False)
-        finite = data[np.isfinite(data)]
-        if finite.size == 0:
-            lo, hi = 0.0, 1.0
-        else:
-            lo, hi = np.percentile(finite, [0.5, 99.5])
-            if hi <= lo:  # flat image: keep it flat, mid-grey if non-zero
-                lo, hi = float(finite.min()), float(finite.min()) + 1.0
-        out = _scale(data, float(lo), float(hi))
     if out.ndim == 2:
         out = np.repeat(out[None], 3, axis=0)
     else:
@@ -113,3 +138,103 @@ def network_input(unit_rgb: np.ndarray, normalization: str):
     elif normalization != "unit":
         raise ValueError(f"unknown input normalization {normalization!r}")
     return x
+
+
+class ImageSource:
+    """An image kept compactly, from which the network input of any crop is made.
+
+    The pixels are copied once (so later edits of the caller's array change nothing):
+    uint8, bool and 8/16-bit integer images as they are, other dtypes as float32; RGBA
+    loses its alpha. The intensity window (see :func:`to_unit_rgb`) is fixed when the
+    source is made, so every crop is normalised alike.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``, any numeric dtype.
+    contrast_limits : (low, high), optional
+        Intensity window mapped to ``[0, 1]``.
+    normalization : {"imagenet", "unit"}
+        What the network expects (:func:`network_input`).
+    """
+
+    # above this many source pixels per view pixel, views sample the pixels they need
+    # instead of converting the whole crop
+    _GATHER_RATIO = 4
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        contrast_limits: Sequence[float] | None = None,
+        normalization: str = "imagenet",
+    ):
+        image = np.asarray(image)
+        _check_layout(image)
+        if normalization not in ("imagenet", "unit"):
+            raise ValueError(f"unknown input normalization {normalization!r}")
+        if image.ndim == 3 and image.shape[2] == 4:
+            image = image[..., :3]
+        self.window = _intensity_window(image, contrast_limits)
+        compact = image.dtype in (np.uint8, np.bool_, np.int8, np.uint16, np.int16)
+        self.pixels = np.array(image, dtype=None if compact else np.float32, order="C")
+        self.normalization = normalization
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)``."""
+        return int(self.pixels.shape[0]), int(self.pixels.shape[1])
+
+    def view(self, roi: tuple[int, int, int, int], size: tuple[int, int]):
+        """Network input of the crop ``roi`` resized to ``size``.
+
+        Parameters
+        ----------
+        roi : (rmin, rmax, cmin, cmax)
+            Inclusive pixel bounds of the crop.
+        size : (h, w)
+            Output size; bilinear resizing with ``align_corners=True``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(1, 3, h, w)`` float32 on the CPU.
+        """
+        from torch.nn import functional as F
+
+        crop = self.pixels[roi[0] : roi[1] + 1, roi[2] : roi[3] + 1]
+        if crop.shape[0] * crop.shape[1] > self._GATHER_RATIO * size[0] * size[1]:
+            return self._sampled_view(crop, size)
+        x = network_input(_unit_channels_first(crop, self.window), self.normalization)
+        if tuple(x.shape[2:]) != tuple(size):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+        return x
+
+    def _sampled_view(self, crop: np.ndarray, size: tuple[int, int]):
+        """Bilinear resizing that reads only the rows and columns it interpolates from
+        (at most two per output row/column), so a huge crop is never converted whole."""
+        import torch
+
+        r_lo, r_hi, r_w = _bilinear_taps(crop.shape[0], size[0])
+        c_lo, c_hi, c_w = _bilinear_taps(crop.shape[1], size[1])
+        rows = np.union1d(r_lo, r_hi)
+        cols = np.union1d(c_lo, c_hi)
+        sub = crop[rows][:, cols]
+        x = network_input(_unit_channels_first(sub, self.window), self.normalization)[0]
+        ri0, ri1 = np.searchsorted(rows, r_lo), np.searchsorted(rows, r_hi)
+        ci0, ci1 = np.searchsorted(cols, c_lo), np.searchsorted(cols, c_hi)
+        rw = torch.from_numpy(r_w).view(1, -1, 1)
+        cw = torch.from_numpy(c_w).view(1, 1, -1)
+        x = x[:, ri0] * (1 - rw) + x[:, ri1] * rw
+        x = x[:, :, ci0] * (1 - cw) + x[:, :, ci1] * cw
+        return x[None].contiguous()
+
+
+def _bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices (low, high) and weights of ``align_corners=True`` resizing."""
+    if n_out == 1:
+        pos = np.zeros(1)
+    else:
+        pos = np.arange(n_out) * ((n_in - 1) / (n_out - 1))
+    lo = np.minimum(np.floor(pos).astype(np.int64), n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    return lo, hi, (pos - lo).astype(np.float32)

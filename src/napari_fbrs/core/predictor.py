@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from napari_fbrs.core.brs import BrsObjective, LbfgsSettings, click_disks, run_lbfgs
 from napari_fbrs.core.clicks import Click, clicks_to_points
-from napari_fbrs.core.image import network_input, to_unit_rgb
+from napari_fbrs.core.image import ImageSource
 from napari_fbrs.core.models.base import InteractiveNet
 from napari_fbrs.core.models.registry import resolve_device
 from napari_fbrs.core.transforms import Roi, ZoomIn, clicks_to_view, view_size
@@ -46,6 +46,12 @@ _DEFAULT_NET_CLICKS = {
 }
 
 
+# undo keeps the full state (probability map, BRS variables) of this many clicks on either
+# side of the current one; states further away keep only their clicks and crop and are
+# recomputed when undo/redo reaches them, so memory does not grow with the session
+FULL_STATES = 32
+
+
 @dataclass(frozen=True)
 class _State:
     """Everything that defines the predictor after a click (what undo restores)."""
@@ -53,7 +59,8 @@ class _State:
     clicks: tuple[Click, ...] = ()
     prob: np.ndarray | None = None  # (H, W) float32
     roi: Roi | None = None  # ZoomIn crop, None = whole image
-    opt: np.ndarray | None = None  # BRS variables after the last optimisation
+    opt: np.ndarray | None = None  # BRS variables after the last optimisation (float32)
+    thin: bool = False  # prob and opt dropped to bound memory; recomputed when needed
 
 
 class Predictor:
@@ -149,7 +156,7 @@ class Predictor:
         self.bias_reg_weight = bias_reg_weight
         self.min_iou_diff = min_iou_diff
         self._cancel: Callable[[], bool] | None = None
-        self._image: torch.Tensor | None = None  # (1, 3, H, W) network-normalised
+        self._source: ImageSource | None = None
         self._views: dict[tuple, torch.Tensor] = {}
         self._features: tuple[Any, Any] | None = None  # (key, (features, context))
         self._history: list[_State] = [_State()]
@@ -169,8 +176,7 @@ class Predictor:
         contrast_limits : (low, high), optional
             Intensity window mapped to [0, 1] (napari's layer contrast limits).
         """
-        unit = to_unit_rgb(image, contrast_limits)
-        self._image = network_input(unit, self.net.input_normalization).to(self.device)
+        self._source = ImageSource(image, contrast_limits, self.net.input_normalization)
         self._views.clear()
         self._features = None
         self.reset()
@@ -203,18 +209,25 @@ class Predictor:
         del self._history[self._pos + 1 :]
         self._history.append(state)
         self._pos += 1
+        self._thin_distant_states()
         return self.prob
 
     def undo(self) -> np.ndarray:
-        """Go back one click; returns the probability map then (zeros with no clicks)."""
+        """Go back one click; returns the probability map then (zeros with no clicks).
+
+        The last :data:`FULL_STATES` clicks are restored exactly (probability map, ZoomIn
+        crop, BRS variables). Older ones are recomputed from their clicks in their crop,
+        without the BRS warm start and previous mask of the original run, so they can
+        differ slightly from what was shown then.
+        """
         if self._pos > 0:
-            self._pos -= 1
+            self._move_to(self._pos - 1)
         return self.prob
 
     def redo(self) -> np.ndarray:
         """Re-apply an undone click; returns its probability map."""
         if self._pos < len(self._history) - 1:
-            self._pos += 1
+            self._move_to(self._pos + 1)
         return self.prob
 
     def reset(self) -> None:
@@ -230,6 +243,22 @@ class Predictor:
     def state(self) -> _State:
         return self._history[self._pos]
 
+    def _move_to(self, pos: int) -> None:
+        state = self._history[pos]
+        if state.thin:
+            prev = self._history[pos - 1] if pos > 0 else _State()
+            if prev.thin:
+                prev = _State()
+            recomputed = self._predict(state.clicks, prev, roi=state.roi)
+            self._history[pos] = recomputed
+        self._pos = pos
+        self._thin_distant_states()
+
+    def _thin_distant_states(self) -> None:
+        for i, s in enumerate(self._history):
+            if abs(i - self._pos) > FULL_STATES and not s.thin and s.clicks:
+                self._history[i] = _State(clicks=s.clicks, roi=s.roi, thin=True)
+
     @property
     def clicks(self) -> list[Click]:
         """The current clicks, oldest first."""
@@ -238,9 +267,9 @@ class Predictor:
     @property
     def image_shape(self) -> tuple[int, int]:
         """``(H, W)`` of the image set with :meth:`set_image`."""
-        if self._image is None:
+        if self._source is None:
             raise RuntimeError("no image set: call set_image(image) first")
-        return (int(self._image.shape[2]), int(self._image.shape[3]))
+        return self._source.shape
 
     @property
     def prob(self) -> np.ndarray:
@@ -278,18 +307,21 @@ class Predictor:
         if key not in self._views:
             if len(self._views) > 4:
                 self._views.clear()
-            crop = self._image[:, :, roi[0] : roi[1] + 1, roi[2] : roi[3] + 1]
-            if tuple(crop.shape[2:]) != size:
-                crop = F.interpolate(crop, size=size, mode="bilinear", align_corners=True)
-            self._views[key] = crop
+            self._views[key] = self._source.view(roi, size).to(self.device)
         return self._views[key]
 
-    def _predict(self, clicks: tuple[Click, ...], prev: _State) -> _State:
+    def _predict(self, clicks: tuple[Click, ...], prev: _State, roi: Any = False) -> _State:
+        """The state after ``clicks``, continuing from ``prev``; ``roi`` (a crop or
+        ``None``) replaces ZoomIn's choice when given."""
         h, w = self.image_shape
         full: Roi = (0, h - 1, 0, w - 1)
-        roi, changed = None, False
-        if self.zoom_in is not None:
+        changed = False
+        if roi is not False:
+            changed = roi != prev.roi
+        elif self.zoom_in is not None:
             roi, changed = self.zoom_in.next_roi(prev.roi, clicks, prev.prob)
+        else:
+            roi = None
         view_roi = roi if roi is not None else full
         size = view_size(
             view_roi,
@@ -332,6 +364,8 @@ class Predictor:
                 )
                 prob = np.zeros((h, w), dtype=np.float32)
                 prob[view_roi[0] : view_roi[1] + 1, view_roi[2] : view_roi[3] + 1] = pasted
+        if opt is not None:  # float32 halves what undo keeps; L-BFGS-B restarts in float64
+            opt = np.asarray(opt, dtype=np.float32)
         return _State(clicks=clicks, prob=prob, roi=roi, opt=opt)
 
     def _prev_mask_view(self, prev: _State, roi: Roi, size: tuple[int, int]) -> torch.Tensor:
