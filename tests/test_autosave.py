@@ -152,6 +152,34 @@ def test_restore_after_a_crash_brings_back_clicks_and_labels(tmp_path, factory):
     assert fresh.undo() is not None
 
 
+def test_objects_committed_before_restoring_come_back_with_undo(tmp_path, factory):
+    """Restoring replaces the labels as one undo step: nothing committed earlier is lost,
+    and the history before the restore still undoes."""
+    s = busy_session(factory)
+    saver = Autosave(tmp_path / ("stack" + SUFFIX))
+    saver.write_session(s, name="stack")
+    saved = s.labels.copy()
+    del s
+
+    fresh = SegmentationSession(make_stack(), predictor_factory=factory)
+    fresh.add_click(5, 5, key=(0,))
+    fresh.predict((0,))
+    info = fresh.commit((0,))  # committed before pressing "restore"
+    before = fresh.labels.copy()
+    assert before.any()
+    Autosave(saver.path).load().restore(fresh)
+    np.testing.assert_array_equal(fresh.labels, saved)
+    assert fresh.undo().description == "undo: click edits"  # the restored clicks
+    change = fresh.undo()
+    assert change.labels and change.description == "undo: restore of the autosaved objects"
+    np.testing.assert_array_equal(fresh.labels, before)  # the earlier commit is back
+    assert fresh.undo().description == f"undo: commit of label {info.label}"
+    assert not fresh.labels.any()
+    fresh.redo()
+    fresh.redo()
+    np.testing.assert_array_equal(fresh.labels, saved)
+
+
 def test_replay_reproduces_the_labels_from_the_recorded_clicks(tmp_path, factory):
     s = busy_session(factory)
     state = Autosave(tmp_path / ("a" + SUFFIX)).write_session(s)

@@ -992,6 +992,33 @@ def autosave_dir(monkeypatch, tmp_path):
     return folder
 
 
+def test_restore_after_new_commits_is_undone_with_ctrl_z(make_napari_viewer, autosave_dir):
+    """Objects committed before pressing "Restore previous session" are not lost: undo
+    (the widget's, as Ctrl+Z) brings them back, and redo restores again."""
+    viewer = make_napari_viewer()
+    viewer.add_image(make_image(), name="img")
+    widget = open_widget(viewer)
+    widget.add_click(20, 20)
+    widget.finish_object()
+    saved = viewer.layers[OBJECTS_LAYER].data.copy()
+
+    viewer2 = make_napari_viewer()
+    viewer2.add_image(make_image(), name="img")
+    widget2 = open_widget(viewer2)
+    widget2.add_click(40, 8)
+    assert widget2.finish_object() == 1  # a new object, before restoring
+    before = viewer2.layers[OBJECTS_LAYER].data.copy()
+    assert before.any() and not np.array_equal(before, saved)
+    assert widget2.restore_autosave()
+    np.testing.assert_array_equal(viewer2.layers[OBJECTS_LAYER].data, saved)
+    assert widget2.undo()  # one step: the autosave has no unfinished clicks
+    np.testing.assert_array_equal(viewer2.layers[OBJECTS_LAYER].data, before)
+    assert widget2.redo()
+    np.testing.assert_array_equal(viewer2.layers[OBJECTS_LAYER].data, saved)
+    assert widget2.undo() and widget2.undo()  # and the earlier commit undoes as before
+    assert not viewer2.layers[OBJECTS_LAYER].data.any()
+
+
 def test_a_commit_is_autosaved_and_a_fresh_widget_restores_it(
     make_napari_viewer, autosave_dir, monkeypatch
 ):

@@ -674,8 +674,9 @@ class FbrsWidget(QWidget):
         """Restore the objects and clicks of the autosave found for the current image
         (what "Restore previous session" does).
 
-        The objects layer's data is replaced by the autosaved labels, and each slice's
-        clicks by the autosaved ones (one undo step); previews are then recomputed.
+        The objects layer's data is replaced by the autosaved labels and each slice's
+        clicks by the autosaved ones; previews are then recomputed. Both are undo steps:
+        undo brings back what the layer held, e.g. objects committed before restoring.
 
         Returns
         -------

@@ -333,9 +333,10 @@ class SessionState:
 
         Everything is checked first (:meth:`check_matches`, every slice key and click);
         on any problem :class:`AutosaveError` is raised and the session is unchanged. The
-        labels replace the session's labels (a copy; the undo history is cleared, as
-        :meth:`SegmentationSession.set_labels` does); the clicks replace every slice's
-        clicks as one undo step. Previews are then computed as usual (``session.request``).
+        labels replace the session's labels (a copy) as one undo step
+        (:meth:`SegmentationSession.replace_labels`: undo brings back the objects the
+        session had, e.g. ones committed before restoring); the clicks replace every
+        slice's clicks as another. Previews are then computed as usual (``session.request``).
 
         Parameters
         ----------
@@ -370,7 +371,7 @@ class SessionState:
         if labels and self.labels is not None:
             new = np.array(self.labels, copy=True)
             try:
-                session.set_labels(new)
+                session.replace_labels(new, "restore of the autosaved objects")
             except (TypeError, ValueError) as exc:
                 raise AutosaveError(f"the autosaved labels cannot be used: {exc}") from exc
         if clicks:

@@ -316,7 +316,19 @@ class _Commit:
         return f"{what} of label {self.label}"
 
 
-_Entry = Any  # _ClicksEdit | _Group | _Commit
+@dataclass(eq=False)
+class _LabelsSwap:
+    """The labels array replaced as a whole (a restore): undo puts the old one back."""
+
+    before: np.ndarray
+    after: np.ndarray
+    what: str
+
+    def describe(self) -> str:
+        return self.what
+
+
+_Entry = Any  # _ClicksEdit | _Group | _Commit | _LabelsSwap
 
 
 def promoted_dtype(dtype: np.dtype | type, value: int) -> np.dtype:
@@ -1304,6 +1316,28 @@ class SegmentationSession:
             self._done.clear()
             self._undone.clear()
 
+    def replace_labels(self, labels: np.ndarray, what: str = "labels replaced") -> Change:
+        """Commit into ``labels`` from now on, as one undo step (undo brings the current
+        array back, with its values); the history before it stays valid.
+
+        Parameters
+        ----------
+        labels : numpy.ndarray
+            ``labels_shape``, integer dtype, writable.
+        what : str
+            How the step is described in undo/redo messages.
+
+        Returns
+        -------
+        Change
+            ``labels=True``: a GUI shows :attr:`labels` again.
+        """
+        self._check_labels(labels)
+        self._check_writable(labels)
+        self._push(_LabelsSwap(self._labels, labels, what))
+        self._labels = labels
+        return Change((), True, what)
+
     def next_label(self) -> int:
         """The next free id: ``labels.max() + 1`` (1 for an empty array)."""
         if self._labels.size == 0:
@@ -1746,6 +1780,9 @@ class SegmentationSession:
             for e in reversed(entry.entries):
                 self._obj(e.key).clicks = e.before
             return Change(tuple(e.key for e in entry.entries), False, "")
+        if isinstance(entry, _LabelsSwap):
+            self._labels = entry.before
+            return Change((), True, "")
         # a commit: put the old pixel values back, and the object with its clicks
         self._check_labels(self._labels)
         self._check_writable(self._labels)
@@ -1772,6 +1809,9 @@ class SegmentationSession:
             for e in entry.entries:
                 self._obj(e.key).clicks = e.after
             return Change(tuple(e.key for e in entry.entries), False, "")
+        if isinstance(entry, _LabelsSwap):
+            self._labels = entry.after
+            return Change((), True, "")
         self._check_labels(self._labels)
         labels = self._labels
         target = promoted_dtype(labels.dtype, entry.label)
