@@ -32,6 +32,10 @@ def main() -> None:
     ap.add_argument("--stop-iou", type=float, default=0.5)
     ap.add_argument("--limit", type=int, default=None, help="first N nuclei only")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--min-crop", type=int, default=200, help="ZoomIn min_crop_size")
+    ap.add_argument(
+        "--first-click-crop", type=int, default=None, help="ZoomIn first_click_crop (pixels)"
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -48,7 +52,8 @@ def main() -> None:
     labels = tifffile.imread(args.data / "nuclei3d_labels.tif")
     lo, hi = np.percentile(volume, (0.5, 99.5))  # one window for the whole stack
     net = nf.load_model(args.model, device="cpu")
-    predictor = nf.Predictor(net, mode=args.mode, device="cpu")
+    zoom = nf.ZoomIn(min_crop_size=args.min_crop, first_click_crop=args.first_click_crop)
+    predictor = nf.Predictor(net, mode=args.mode, device="cpu", zoom_in=zoom)
     ids = [int(i) for i in np.unique(labels) if i != 0][: args.limit]
     per_nucleus = []
     t0 = time.perf_counter()
@@ -91,6 +96,8 @@ def main() -> None:
         "mode": args.mode,
         "target_iou": args.target_iou,
         "stop_iou": args.stop_iou,
+        "min_crop": args.min_crop,
+        "first_click_crop": args.first_click_crop,
         "nuclei": len(per_nucleus),
         "mean_clicks": float(np.mean([r["clicks"] for r in per_nucleus])),
         "mean_iou3d": float(np.mean([r["iou3d"] for r in per_nucleus])),

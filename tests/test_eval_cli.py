@@ -98,6 +98,9 @@ def test_evaluate_three_grabcut_images_end_to_end(shared_dir, tiny_model, tmp_pa
     # the JSON: the shape of the issue, with NAME/MODE keys for two modes
     report = json.loads((out / "results.json").read_text())
     assert report["model"] == str(tiny_model)
+    assert report["settings"] == {
+        "zoom_in": "off", "min_crop": 200, "first_click_crop": None, "flip": False
+    }  # fmt: skip
     assert list(report["datasets"]) == ["GrabCut/NoBRS", "GrabCut/f-BRS-B"]
     images = sorted((data_root / "GrabCut" / "data_GT").iterdir(), key=lambda p: p.name)
     first_three = [p.stem for p in images[:3]]
@@ -248,6 +251,9 @@ def test_default_model_is_the_bundled_one_with_a_clear_error_when_absent(
         (["--max-clicks", "0"], "--max-clicks must be at least 1"),
         (["--target-iou", "0.8"], "--target-iou must lie in"),
         (["--zoom-in", "huge"], "--zoom-in must be"),
+        (["--min-crop", "4"], "--min-crop must be at least 8 pixels, not 4"),
+        (["--first-click-crop", "2"], "--first-click-crop must be at least 8 pixels, not 2"),
+        (["--zoom-in", "off", "--first-click-crop", "64"], "--first-click-crop needs ZoomIn"),
         (["--model", "no_such_model"], "unknown model 'no_such_model'"),
         (["--model", "missing/file.pt"], "model file not found"),
     ],

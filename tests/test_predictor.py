@@ -162,6 +162,43 @@ def test_zoom_in_crops_around_the_object(net):
     assert changed3 and roi3[1] == 199 and roi3[3] == 299
 
 
+def test_first_click_crop_shows_a_small_object_enlarged(net):
+    """With first_click_crop the first positive click is predicted in a square crop around
+    it, resized to target_size; the paper's default predicts it on the whole image."""
+    seen = []
+    orig = net.logits_from_maps
+
+    def spy(image, maps):
+        seen.append(tuple(image.shape[2:]))
+        return orig(image, maps)
+
+    image = np.zeros((300, 500), np.uint8)
+    image[140:160, 390:410] = 200  # a 20-pixel object
+    net.logits_from_maps = spy
+    try:
+        zoom = nf.ZoomIn(target_size=128, first_click_crop=64)
+        p = nf.Predictor(net, mode="NoBRS", device="cpu", zoom_in=zoom, with_flip=False)
+        p.set_image(image)
+        prob = p.add_click(150, 480)  # near the right border: the crop moves inside
+        assert p.state.roi == (118, 181, 436, 499) and seen == [(128, 128)]
+        assert prob.shape == (300, 500) and not prob[:, :436].any()  # 0 outside the crop
+        p.reset()
+        p.add_click(150, 400, positive=False)  # a negative first click: whole image
+        assert p.state.roi is None and seen[-1] == (300, 500)
+        # an image smaller than the crop is seen whole, enlarged
+        p.set_image(np.zeros((40, 30), np.uint8))
+        p.add_click(20, 15)
+        assert p.state.roi == (0, 39, 0, 29) and seen[-1] == (128, 96)
+    finally:
+        del net.logits_from_maps
+    p2 = nf.Predictor(net, mode="NoBRS", device="cpu", zoom_in=nf.ZoomIn(target_size=128))
+    p2.set_image(image)
+    p2.add_click(150, 480)
+    assert p2.state.roi is None
+    with pytest.raises(ValueError, match="first_click_crop must be >= 8"):
+        nf.ZoomIn(first_click_crop=4)
+
+
 def test_view_helpers():
     assert view_size((0, 99, 0, 199), True, 400, None) == (200, 400)
     assert view_size((0, 99, 0, 199), False, 400, 100) == (50, 100)

@@ -445,6 +445,8 @@ def test_settings_apply_from_the_next_object(viewer2d):
         lbfgs_maxfun=7,
         zoom_in=True,
         zoom_target_size=64,
+        zoom_min_crop=24,
+        zoom_first_click_crop=32,
         max_size=256,
         net_clicks=3,
     )
@@ -460,6 +462,14 @@ def test_settings_apply_from_the_next_object(viewer2d):
         256,
         3,
     )
+    assert (p.zoom_in.min_crop_size, p.zoom_in.first_click_crop) == (24, 32)
+    assert p.state.roi == (16, 47, 32, 63)  # the first click's crop, moved inside 48 x 64
+    assert widget.zoom_first_crop_spin.text() == "32"
+    widget.configure(zoom_first_click_crop=0)
+    assert widget.zoom_first_crop_spin.text() == "off"
+    widget.finish_object()
+    widget.add_click(40, 50)
+    assert widget.predictor.zoom_in.first_click_crop is None
     with pytest.raises(TypeError, match="unknown settings"):
         widget.configure(colour="blue")
 

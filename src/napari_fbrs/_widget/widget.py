@@ -125,8 +125,12 @@ class PredictorSettings:
         Maximum objective evaluations of L-BFGS-B per click.
     zoom_in : bool
         Use ZoomIn.
-    zoom_skip_clicks, zoom_target_size, zoom_expansion_ratio
-        ZoomIn's ``skip_clicks``, ``target_size`` and ``expansion_ratio``.
+    zoom_skip_clicks, zoom_target_size, zoom_expansion_ratio, zoom_min_crop
+        ZoomIn's ``skip_clicks``, ``target_size``, ``expansion_ratio`` and
+        ``min_crop_size``.
+    zoom_first_click_crop : int
+        ZoomIn's ``first_click_crop`` (pixels; 0: off, the first click sees the whole
+        image). For small objects such as nuclei, a few object diameters (e.g. 128).
     max_size : int
         Longest side (pixels) of what the network sees; 0: no limit.
     with_flip : bool
@@ -145,6 +149,8 @@ class PredictorSettings:
     zoom_skip_clicks: int = 1
     zoom_target_size: int = 400
     zoom_expansion_ratio: float = 1.4
+    zoom_min_crop: int = 200
+    zoom_first_click_crop: int = 0
     max_size: int = 0
     with_flip: bool = True
     prob_thresh: float = 0.49
@@ -758,6 +764,8 @@ class FbrsWidget(QWidget):
             "zoom_skip_clicks": self.zoom_skip_spin.setValue,
             "zoom_target_size": self.zoom_target_spin.setValue,
             "zoom_expansion_ratio": self.zoom_expand_spin.setValue,
+            "zoom_min_crop": self.zoom_min_crop_spin.setValue,
+            "zoom_first_click_crop": self.zoom_first_crop_spin.setValue,
             "max_size": self.max_size_spin.setValue,
             "with_flip": self.flip_check.setChecked,
             "prob_thresh": lambda v: self.thresh_slider.setValue(int(round(v * 100))),
@@ -878,9 +886,25 @@ class FbrsWidget(QWidget):
         self.zoom_expand_spin.setRange(1.0, 5.0)
         self.zoom_expand_spin.setSingleStep(0.1)
         self.zoom_expand_spin.setValue(1.4)
+        self.zoom_min_crop_spin = QSpinBox()
+        self.zoom_min_crop_spin.setRange(8, 4096)
+        self.zoom_min_crop_spin.setSingleStep(16)
+        self.zoom_min_crop_spin.setValue(200)
+        self.zoom_first_crop_spin = QSpinBox()
+        self.zoom_first_crop_spin.setRange(0, 4096)
+        self.zoom_first_crop_spin.setSingleStep(16)
+        self.zoom_first_crop_spin.setSpecialValueText("off")
+        self.zoom_first_crop_spin.setValue(0)
+        self.zoom_first_crop_spin.setToolTip(
+            "Predict the first click in a square crop of this many pixels around it "
+            "(off: the whole image). For small objects in large images, such as nuclei, "
+            "use a few object diameters, e.g. 128, with a min crop of 128."
+        )
         zform.addRow("Skip clicks", self.zoom_skip_spin)
         zform.addRow("Target size", self.zoom_target_spin)
         zform.addRow("Expand ratio", self.zoom_expand_spin)
+        zform.addRow("Min crop", self.zoom_min_crop_spin)
+        zform.addRow("First-click crop", self.zoom_first_crop_spin)
         form.addRow(self.zoom_group)
         layout.addWidget(pred_box)
 
@@ -1026,6 +1050,8 @@ class FbrsWidget(QWidget):
             self.zoom_skip_spin.valueChanged,
             self.zoom_target_spin.valueChanged,
             self.zoom_expand_spin.valueChanged,
+            self.zoom_min_crop_spin.valueChanged,
+            self.zoom_first_crop_spin.valueChanged,
         ):
             signal.connect(self._on_settings_changed)
         self.device_combo.currentIndexChanged.connect(self._update_model_status)
@@ -1056,6 +1082,8 @@ class FbrsWidget(QWidget):
             zoom_skip_clicks=self.zoom_skip_spin.value(),
             zoom_target_size=self.zoom_target_spin.value(),
             zoom_expansion_ratio=self.zoom_expand_spin.value(),
+            zoom_min_crop=self.zoom_min_crop_spin.value(),
+            zoom_first_click_crop=self.zoom_first_crop_spin.value(),
             max_size=self.max_size_spin.value(),
             with_flip=self.flip_check.isChecked(),
             prob_thresh=self.thresh_slider.value() / 100.0,
@@ -2173,6 +2201,8 @@ class FbrsWidget(QWidget):
                 target_size=s.zoom_target_size,
                 skip_clicks=s.zoom_skip_clicks,
                 expansion_ratio=s.zoom_expansion_ratio,
+                min_crop_size=s.zoom_min_crop,
+                first_click_crop=s.zoom_first_click_crop or None,
             )
             if s.zoom_in
             else None

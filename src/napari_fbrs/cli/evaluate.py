@@ -180,6 +180,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "a size in pixels, or off",
     )
     parser.add_argument(
+        "--min-crop",
+        type=int,
+        default=200,
+        metavar="N",
+        help="ZoomIn's smallest crop side in image pixels (default 200, the paper's)",
+    )
+    parser.add_argument(
+        "--first-click-crop",
+        type=int,
+        default=None,
+        metavar="N",
+        help="predict the first click in an N x N crop around it (default: the whole "
+        "image, as the paper); for small objects such as nuclei, e.g. 128",
+    )
+    parser.add_argument(
         "--no-flip", action="store_true", help="do not average with the horizontally flipped image"
     )
     parser.add_argument("--no-plot", action="store_true", help="do not write miou.png")
@@ -228,6 +243,12 @@ def _check_args(args: argparse.Namespace) -> None:
     if zoom not in ("auto", "off") and not (zoom.isdigit() and int(zoom) >= 8):
         raise UserError(f"--zoom-in must be auto, off or a size >= 8 pixels, not {args.zoom_in!r}")
     args.zoom_in = zoom
+    if args.min_crop < 8:
+        raise UserError(f"--min-crop must be at least 8 pixels, not {args.min_crop}")
+    if args.first_click_crop is not None and args.first_click_crop < 8:
+        raise UserError(f"--first-click-crop must be at least 8 pixels, not {args.first_click_crop}")
+    if zoom == "off" and args.first_click_crop is not None:
+        raise UserError("--first-click-crop needs ZoomIn; drop --zoom-in off")
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out exists and is not a folder: {args.out}")
 
@@ -302,7 +323,13 @@ def run(args: argparse.Namespace) -> int:
                         mode=mode,
                         device=device,
                         with_flip=not args.no_flip,
-                        zoom_in=None if zoom is None else nf.ZoomIn(target_size=zoom),
+                        zoom_in=None
+                        if zoom is None
+                        else nf.ZoomIn(
+                            target_size=zoom,
+                            min_crop_size=args.min_crop,
+                            first_click_crop=args.first_click_crop,
+                        ),
                     )
                 except ValueError as exc:  # e.g. a mode the architecture does not define
                     raise UserError(str(exc)) from None
@@ -332,6 +359,13 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
 
     report = build_report(args.model, results)
+    # how the predictor was set up, so that a results.json says what it measured
+    report["settings"] = {
+        "zoom_in": args.zoom_in,
+        "min_crop": args.min_crop,
+        "first_click_crop": args.first_click_crop,
+        "flip": not args.no_flip,
+    }
     paths = write_report(report, args.out, plot=not args.no_plot)
     print(markdown_table(report))
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)

@@ -319,7 +319,7 @@ class Predictor:
         if roi is not False:
             changed = roi != prev.roi
         elif self.zoom_in is not None:
-            roi, changed = self.zoom_in.next_roi(prev.roi, clicks, prev.prob)
+            roi, changed = self.zoom_in.next_roi(prev.roi, clicks, prev.prob, (h, w))
         else:
             roi = None
         view_roi = roi if roi is not None else full

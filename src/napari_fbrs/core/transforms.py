@@ -14,7 +14,7 @@ import numpy as np
 
 from napari_fbrs.core.clicks import Click
 
-__all__ = ["ZoomIn", "Roi", "bbox_iou", "object_roi", "view_size", "clicks_to_view"]
+__all__ = ["ZoomIn", "Roi", "bbox_iou", "click_crop", "object_roi", "view_size", "clicks_to_view"]
 
 Roi = tuple[int, int, int, int]  # rmin, rmax, cmin, cmax (inclusive)
 
@@ -44,6 +44,13 @@ class ZoomIn:
     prob_thresh : float
         Threshold that defines the current object for the crop (strictly greater). The
         reference uses 0.5 here whatever the predictor's own threshold (0.49).
+    first_click_crop : int or None
+        Side, in image pixels, of a square crop centred on the first click, used for the
+        first ``skip_clicks`` clicks when the first click is positive (an extension, not
+        in the paper; ``None``: whole image, as the paper). For small objects in large
+        images, such as nuclei, a crop of a few object diameters lets the network see the
+        object at a useful size from the first click; an image smaller than the crop is
+        seen whole, resized to ``target_size``.
     """
 
     target_size: int = 400
@@ -52,15 +59,24 @@ class ZoomIn:
     min_crop_size: int = 200
     recompute_iou: float = 0.5
     prob_thresh: float = 0.5
+    first_click_crop: int | None = None
 
     def __post_init__(self) -> None:
         if self.target_size < 8:
             raise ValueError(f"ZoomIn target_size must be >= 8, got {self.target_size}")
         if self.expansion_ratio < 1:
             raise ValueError(f"ZoomIn expansion_ratio must be >= 1, got {self.expansion_ratio}")
+        if self.first_click_crop is not None and self.first_click_crop < 8:
+            raise ValueError(
+                f"ZoomIn first_click_crop must be >= 8 pixels or None, got {self.first_click_crop}"
+            )
 
     def next_roi(
-        self, roi: Roi | None, clicks: Sequence[Click], prev_prob: np.ndarray | None
+        self,
+        roi: Roi | None,
+        clicks: Sequence[Click],
+        prev_prob: np.ndarray | None,
+        shape: tuple[int, int] | None = None,
     ) -> tuple[Roi | None, bool]:
         """The crop for the next prediction.
 
@@ -72,6 +88,8 @@ class ZoomIn:
             All clicks, full-image coordinates.
         prev_prob : numpy.ndarray or None
             ``(H, W)`` previous probability map.
+        shape : (H, W), optional
+            Image size; needed for ``first_click_crop``.
 
         Returns
         -------
@@ -79,7 +97,10 @@ class ZoomIn:
             The crop to use (``None``: whole image) and whether it differs from ``roi``.
         """
         if len(clicks) <= self.skip_clicks:
-            return roi, False
+            if self.first_click_crop is None or shape is None or not clicks[0].positive:
+                return roi, False
+            first = click_crop(clicks[0], self.first_click_crop, shape)
+            return first, first != roi
         current = None
         if prev_prob is not None:
             mask = prev_prob > self.prob_thresh
@@ -97,6 +118,18 @@ class ZoomIn:
         ):
             return current, True
         return roi, False
+
+
+def click_crop(click: Click, side: int, shape: tuple[int, int]) -> Roi:
+    """A ``side`` x ``side`` crop centred on ``click``, moved inside an image of ``shape``
+    ``(H, W)`` (cut to the image where it is smaller)."""
+    out = []
+    for centre, n in ((click.y, shape[0]), (click.x, shape[1])):
+        length = min(side, n)
+        start = int(round(centre)) - length // 2
+        start = min(max(start, 0), n - length)
+        out += [start, start + length - 1]
+    return (out[0], out[1], out[2], out[3])
 
 
 def _positive_clicks_inside(roi: Roi, clicks: Sequence[Click]) -> bool:
