@@ -246,7 +246,9 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.min_crop < 8:
         raise UserError(f"--min-crop must be at least 8 pixels, not {args.min_crop}")
     if args.first_click_crop is not None and args.first_click_crop < 8:
-        raise UserError(f"--first-click-crop must be at least 8 pixels, not {args.first_click_crop}")
+        raise UserError(
+            f"--first-click-crop must be at least 8 pixels, not {args.first_click_crop}"
+        )
     if zoom == "off" and args.first_click_crop is not None:
         raise UserError("--first-click-crop needs ZoomIn; drop --zoom-in off")
     if args.out.exists() and not args.out.is_dir():
