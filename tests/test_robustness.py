@@ -451,6 +451,24 @@ def test_the_predictor_holds_little_more_than_the_image(net):
     assert held_bytes(p) <= 4 * image.nbytes + image.size * 4
 
 
+def test_float64_beyond_the_float32_range_keeps_its_contrast(net):
+    """Values above ~3.4e38 would become Inf in float32 and the image would come out flat;
+    they are scaled in float64 first."""
+    from napari_fbrs.core.image import ImageSource, to_unit_rgb
+
+    image = np.zeros((16, 16))
+    image[4:12, 4:12] = 1e300
+    image[0, 0] = 5e299
+    unit = to_unit_rgb(image)
+    assert unit.max() == 1.0 and unit[0, 8, 8] == 1.0 and unit[0, 1, 1] == 0.0
+    assert np.isclose(unit[0, 0, 0], 0.5, atol=0.01)
+    view = ImageSource(image, normalization="unit").view((0, 15, 0, 15), (16, 16))
+    np.testing.assert_array_equal(view[0].numpy(), unit)
+    p = Predictor(net, mode="NoBRS", device="cpu", zoom_in=None)
+    p.set_image(image)
+    check_prob(p.add_click(8, 8), (16, 16))
+
+
 def test_the_predictor_copies_the_image(net):
     """Editing the caller's array after set_image changes nothing the predictor sees."""
     image = np.zeros((32, 32), np.uint8)

@@ -85,7 +85,8 @@ def _intensity_window(
     if data.size > _PERCENTILE_SAMPLE:  # a regular subsample estimates the percentiles
         step = int(np.ceil(np.sqrt(data.size / _PERCENTILE_SAMPLE)))
         data = data[::step, ::step]
-    data = data.astype(np.float32, copy=False)
+    # float64 stays float64 here: values beyond float32's range (~3.4e38) would become Inf
+    data = data.astype(np.float64 if data.dtype == np.float64 else np.float32, copy=False)
     finite = data[np.isfinite(data)]
     if finite.size == 0:
         return 0.0, 1.0
@@ -116,7 +117,11 @@ def _unit_channels_first(image: np.ndarray, window: tuple[float, float] | None) 
 
 def _scale(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
     span = hi - lo if hi > lo else 1.0
-    out = (data.astype(np.float32) - np.float32(lo)) / np.float32(span)
+    if data.dtype == np.float64:  # scaled before narrowing: no overflow to Inf
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = ((data - lo) / span).astype(np.float32)
+    else:
+        out = (data.astype(np.float32) - np.float32(lo)) / np.float32(span)
     out = np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(out, 0.0, 1.0, out=out)
 
@@ -175,8 +180,15 @@ class ImageSource:
         if image.ndim == 3 and image.shape[2] == 4:
             image = image[..., :3]
         self.window = _intensity_window(image, contrast_limits)
-        compact = image.dtype in (np.uint8, np.bool_, np.int8, np.uint16, np.int16)
-        self.pixels = np.array(image, dtype=None if compact else np.float32, order="C")
+        if image.dtype in (np.uint8, np.bool_, np.int8, np.uint16, np.int16):
+            self.pixels = np.array(image, order="C")
+        elif image.dtype == np.float64 and self.window is not None:
+            # float64 is kept scaled to [0, 1] in float32: half the memory, and values
+            # beyond float32's range survive; the window becomes the identity
+            self.pixels = np.ascontiguousarray(_scale(image, *self.window))
+            self.window = (0.0, 1.0)
+        else:
+            self.pixels = np.array(image, dtype=np.float32, order="C")
         self.normalization = normalization
 
     @property
