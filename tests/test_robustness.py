@@ -1,9 +1,9 @@
 """Robustness: hostile and damaged checkpoints, bad images and clicks, no lost work, memory.
 
-Each test here is a row of ``docs/reliability.md``. Where the code under test misbehaves,
-the test states the wanted behaviour and is marked ``xfail(strict=True)`` with the exact
-problem and the file to fix, so that the fix turns it into a failure ("XPASS") that asks
-for the marker to go.
+Each test here is a row of ``docs/reliability.md``. A behaviour found wrong gets its test
+first, stating the wanted behaviour, marked ``xfail(strict=True)`` with the exact problem
+and the file to fix, so that the fix turns it into a failure ("XPASS") that asks for the
+marker to go. None is marked now.
 """
 
 from __future__ import annotations
