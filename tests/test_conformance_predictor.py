@@ -43,7 +43,11 @@ import pytest
 
 import napari_fbrs as nf
 from napari_fbrs.core.image import network_input, to_unit_rgb
-from napari_fbrs.core.testing import deterministic_fill_
+from napari_fbrs.core.testing import (
+    deterministic_fill_,
+    fixture_agreement,
+    reference_predictor,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -96,14 +100,6 @@ def _net(arch, fill_gain):
     return _NETS[arch]
 
 
-def _agreement(prob: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
-    """``(IoU of the masks at 0.49, mean |prob - ref|)``."""
-    ours_mask, ref_mask = prob >= 0.49, ref >= 0.49
-    union = np.logical_or(ours_mask, ref_mask).sum()
-    iou = float(np.logical_and(ours_mask, ref_mask).sum() / union) if union else 1.0
-    return iou, float(np.abs(prob - ref).mean())
-
-
 def test_image_normalisation_matches_fixture_input(conformance_dir):
     meta, ref, image = _load(conformance_dir, "resnet34_dh128")
     ours = network_input(to_unit_rgb(image), "imagenet")[0].numpy()
@@ -114,21 +110,7 @@ def test_image_normalisation_matches_fixture_input(conformance_dir):
 def test_modes_reproduce_reference(conformance_dir, arch, mode):
     meta, ref, image = _load(conformance_dir, arch)
     net = _net(arch, meta["fill_gain"])
-    p = nf.Predictor(
-        net,
-        mode=mode,
-        device="cpu",
-        with_flip=True,
-        zoom_in=nf.ZoomIn(
-            target_size=400,
-            skip_clicks=1,
-            expansion_ratio=1.4,
-            min_crop_size=200,
-            recompute_iou=0.5,
-        ),
-        prob_thresh=0.49,
-        lbfgs_maxfun=20,
-    )
+    p = reference_predictor(net, mode)
     p.set_image(image)
     expected = ref[f"{mode}_probs"].astype(np.float32)
     first_known = KNOWN_MISMATCHES.get((arch, mode), len(expected) + 1)
@@ -136,7 +118,7 @@ def test_modes_reproduce_reference(conformance_dir, arch, mode):
     for i, (is_pos, y, x) in enumerate(meta["modes"][mode]["clicks"]):
         prob = p.add_click(y, x, positive=bool(is_pos))
         assert prob.shape == expected[i].shape and prob.dtype == np.float32
-        iou, mad = _agreement(prob, expected[i])
+        iou, mad = fixture_agreement(prob, expected[i])
         if iou >= IOU_MIN and mad <= MAD_MAX:
             continue
         msg = f"click {i + 1}: IoU {iou:.4f}, mean |diff| {mad:.4f}"

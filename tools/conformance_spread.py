@@ -30,7 +30,11 @@ import numpy as np
 import torch
 
 import napari_fbrs as nf
-from napari_fbrs.core.testing import deterministic_fill_
+from napari_fbrs.core.testing import (
+    deterministic_fill_,
+    fixture_agreement,
+    reference_predictor,
+)
 
 IOU_MIN, MAD_MAX = 0.98, 0.01
 
@@ -39,13 +43,6 @@ def _conformance_dir() -> Path:
     root = os.environ.get("NAPARI_FBRS_SHARED")
     shared = Path(root) if root else Path(__file__).resolve().parents[2] / "shared"
     return shared / "conformance"
-
-
-def _agreement(prob: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
-    a, b = prob >= 0.49, ref >= 0.49
-    union = np.logical_or(a, b).sum()
-    iou = float(np.logical_and(a, b).sum() / union) if union else 1.0
-    return iou, float(np.abs(prob - ref.astype(np.float32)).mean())
 
 
 def replay(net, image, clicks, ref_probs, mode: str, eps: float, seed: int) -> list[dict]:
@@ -62,26 +59,12 @@ def replay(net, image, clicks, ref_probs, mode: str, eps: float, seed: int) -> l
 
     net.site_features = perturbed  # instance attribute: shadows the method for this run
     try:
-        p = nf.Predictor(
-            net,
-            mode=mode,
-            device="cpu",
-            with_flip=True,
-            zoom_in=nf.ZoomIn(
-                target_size=400,
-                skip_clicks=1,
-                expansion_ratio=1.4,
-                min_crop_size=200,
-                recompute_iou=0.5,
-            ),  # fmt: skip
-            prob_thresh=0.49,
-            lbfgs_maxfun=20,
-        )
+        p = reference_predictor(net, mode)
         p.set_image(image)
         rows = []
         for i, (is_pos, y, x) in enumerate(clicks):
             prob = p.add_click(y, x, positive=bool(is_pos))
-            iou, mad = _agreement(prob, ref_probs[i])
+            iou, mad = fixture_agreement(prob, ref_probs[i])
             rows.append({"click": i + 1, "iou": round(iou, 4), "mad": round(mad, 4),
                          "conforms": iou >= IOU_MIN and mad <= MAD_MAX,
                          "evaluations": p.last_evaluations})  # fmt: skip

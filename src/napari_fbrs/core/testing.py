@@ -18,7 +18,13 @@ from torch.nn import functional as F
 from napari_fbrs.core.clicks import distance_maps
 from napari_fbrs.core.models.base import InteractiveNet
 
-__all__ = ["TinyNet", "deterministic_fill_", "deterministic_state_dict"]
+__all__ = [
+    "TinyNet",
+    "deterministic_fill_",
+    "deterministic_state_dict",
+    "fixture_agreement",
+    "reference_predictor",
+]
 
 
 def _fill_value(key: str, shape: tuple[int, ...], fill_gain: float) -> torch.Tensor:
@@ -117,3 +123,30 @@ def tiny_net_forward_check(net: TinyNet, size: tuple[int, int] = (32, 40)) -> to
     img = torch.rand(1, 3, *size)
     pts = torch.tensor([[[5.0, 6.0], [-1.0, -1.0]]])
     return F.sigmoid(net(img, pts)["instances"])
+
+
+def reference_predictor(net: InteractiveNet, mode: str):
+    """A CPU predictor with the settings that made the conformance fixtures'
+    ``<MODE>_probs`` (``shared/conformance/README.md``: flip, ZoomIn 400/1/1.4/200/0.5,
+    threshold 0.49, L-BFGS-B maxfun 20, each mode's default network clicks)."""
+    from napari_fbrs.core.predictor import Predictor
+    from napari_fbrs.core.transforms import ZoomIn
+
+    zoom = ZoomIn(
+        target_size=400, skip_clicks=1, expansion_ratio=1.4, min_crop_size=200, recompute_iou=0.5
+    )
+    return Predictor(
+        net, mode=mode, device="cpu", with_flip=True, zoom_in=zoom, prob_thresh=0.49,
+        lbfgs_maxfun=20,
+    )  # fmt: skip
+
+
+def fixture_agreement(prob, ref) -> tuple[float, float]:
+    """``(IoU of the masks at 0.49, mean |prob - ref|)`` of two ``(H, W)`` maps: the
+    quantities the conformance bounds are stated in."""
+    import numpy as np
+
+    ours, theirs = np.asarray(prob) >= 0.49, np.asarray(ref) >= 0.49
+    union = np.logical_or(ours, theirs).sum()
+    iou = float(np.logical_and(ours, theirs).sum() / union) if union else 1.0
+    return iou, float(np.abs(np.asarray(prob, np.float32) - np.asarray(ref, np.float32)).mean())
