@@ -16,8 +16,9 @@ counts are runs within the bounds per click):
 * ``resnet34_dh128``, all three sites: chaotic. f-BRS-C conforms at clicks 1-4 in
   8/6/6/1 of 8 runs (the one run that conforms at click 4 conforms at every click);
   f-BRS-B in 8/7/2/0 (click 3 IoU 0.52-0.99, click 4 0.53-0.84); f-BRS-A in 8/8/8/0
-  (click 4 IoU 0.21-0.50). The fixture lies inside the spread that rounding alone
-  causes, so no float32 implementation can be expected to hit it.
+  (click 4 IoU 0.21-0.50). ``resnet101_dh256`` (slow): f-BRS-B in 6/6/5/0 of 6 runs
+  (click 4 IoU 0.85-0.92), f-BRS-C in 6/6/6/1. The fixture lies inside the spread that
+  rounding alone causes, so no float32 implementation can be expected to hit it.
 * ``hrnet32_ocr128``, site A (f-BRS-A and f-BRS-B, the same site on HRNet): not chaotic.
   Click 3 gives IoU 0.953 in 6 of 6 runs, so this is a real difference of unknown cause
   at the first warm-started optimisation, while ``hrnet18_ocr64`` (the same code) conforms
