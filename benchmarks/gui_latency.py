@@ -142,6 +142,19 @@ def _resolve_model(spec: str) -> tuple[Any, str]:
     return spec, "trained"
 
 
+def _private_autosave_dir() -> None:
+    """Sidecars of this run go to a temporary folder: a benchmark must neither write into
+    the user's autosave folder nor offer to restore the user's sessions."""
+    import atexit
+    import tempfile
+
+    from napari_fbrs.core import autosave
+
+    folder = tempfile.TemporaryDirectory(prefix="fbrs-bench-autosave-")
+    atexit.register(folder.cleanup)
+    autosave.autosave_dir = lambda: Path(folder.name)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -153,6 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     if offscreen:
         _patch_gl_queries()
+    _private_autosave_dir()
 
     from napari_fbrs._sample_data import load_sample
 
