@@ -170,6 +170,28 @@ def _notify_error(message: str) -> None:
     show_error(message)
 
 
+def _spin_box(
+    low: float,
+    high: float,
+    value: float,
+    step: float | None = None,
+    special: str | None = None,
+    tooltip: str | None = None,
+) -> QSpinBox | QDoubleSpinBox:
+    """A spin box (a double one when any bound or the step is a float); ``special`` is the
+    text shown at ``low``."""
+    box = QDoubleSpinBox() if any(isinstance(v, float) for v in (low, high, step)) else QSpinBox()
+    box.setRange(low, high)
+    if step is not None:
+        box.setSingleStep(step)
+    if special is not None:
+        box.setSpecialValueText(special)
+    box.setValue(value)
+    if tooltip:
+        box.setToolTip(tooltip)
+    return box
+
+
 def _notify_warning(message: str) -> None:
     from napari.utils.notifications import show_warning
 
@@ -849,22 +871,17 @@ class FbrsWidget(QWidget):
         self.mode_combo = QComboBox()
         self.mode_combo.addItems(MODES)
         self.mode_combo.setCurrentText("f-BRS-B")
-        self.net_clicks_spin = QSpinBox()
-        self.net_clicks_spin.setRange(0, 100)
-        self.net_clicks_spin.setSpecialValueText("mode default")
-        self.net_clicks_spin.setToolTip(
-            "Clicks given to the network; later clicks act through the BRS optimisation only."
-        )
-        self.lbfgs_spin = QSpinBox()
-        self.lbfgs_spin.setRange(1, 500)
-        self.lbfgs_spin.setValue(20)
+        self.net_clicks_spin = _spin_box(
+            0, 100, 0, special="mode default",
+            tooltip="Clicks given to the network; later clicks act through the BRS "
+            "optimisation only.",
+        )  # fmt: skip
+        self.lbfgs_spin = _spin_box(1, 500, 20)
         self.flip_check = QCheckBox("average with the flipped image")
         self.flip_check.setChecked(True)
-        self.max_size_spin = QSpinBox()
-        self.max_size_spin.setRange(0, 8192)
-        self.max_size_spin.setSingleStep(64)
-        self.max_size_spin.setSpecialValueText("no limit")
-        self.max_size_spin.setToolTip("Longest side, in pixels, of what the network sees.")
+        self.max_size_spin = _spin_box(
+            0, 8192, 0, 64, "no limit", "Longest side, in pixels, of what the network sees."
+        )
         form.addRow("Device", self.device_combo)
         form.addRow("BRS mode", self.mode_combo)
         form.addRow("Network clicks", self.net_clicks_spin)
@@ -875,31 +892,16 @@ class FbrsWidget(QWidget):
         self.zoom_group.setCheckable(True)
         self.zoom_group.setChecked(True)
         zform = QFormLayout(self.zoom_group)
-        self.zoom_skip_spin = QSpinBox()
-        self.zoom_skip_spin.setRange(0, 100)
-        self.zoom_skip_spin.setValue(1)
-        self.zoom_target_spin = QSpinBox()
-        self.zoom_target_spin.setRange(8, 4096)
-        self.zoom_target_spin.setSingleStep(32)
-        self.zoom_target_spin.setValue(400)
-        self.zoom_expand_spin = QDoubleSpinBox()
-        self.zoom_expand_spin.setRange(1.0, 5.0)
-        self.zoom_expand_spin.setSingleStep(0.1)
-        self.zoom_expand_spin.setValue(1.4)
-        self.zoom_min_crop_spin = QSpinBox()
-        self.zoom_min_crop_spin.setRange(8, 4096)
-        self.zoom_min_crop_spin.setSingleStep(16)
-        self.zoom_min_crop_spin.setValue(200)
-        self.zoom_first_crop_spin = QSpinBox()
-        self.zoom_first_crop_spin.setRange(0, 4096)
-        self.zoom_first_crop_spin.setSingleStep(16)
-        self.zoom_first_crop_spin.setSpecialValueText("off")
-        self.zoom_first_crop_spin.setValue(0)
-        self.zoom_first_crop_spin.setToolTip(
+        self.zoom_skip_spin = _spin_box(0, 100, 1)
+        self.zoom_target_spin = _spin_box(8, 4096, 400, 32)
+        self.zoom_expand_spin = _spin_box(1.0, 5.0, 1.4, 0.1)
+        self.zoom_min_crop_spin = _spin_box(8, 4096, 200, 16)
+        self.zoom_first_crop_spin = _spin_box(
+            0, 4096, 0, 16, "off",
             "Predict the first click in a square crop of this many pixels around it "
             "(off: the whole image). For small objects in large images, such as nuclei, "
-            "use a few object diameters, e.g. 128, with a min crop of 128."
-        )
+            "use a few object diameters, e.g. 128, with a min crop of 128.",
+        )  # fmt: skip
         zform.addRow("Skip clicks", self.zoom_skip_spin)
         zform.addRow("Target size", self.zoom_target_spin)
         zform.addRow("Expand ratio", self.zoom_expand_spin)
@@ -971,25 +973,20 @@ class FbrsWidget(QWidget):
         step_row = QHBoxLayout()
         step_row.addWidget(self.prev_button)
         step_row.addWidget(self.next_button)
-        self.object_id_spin = QSpinBox()
-        self.object_id_spin.setRange(0, 2**31 - 1)
-        self.object_id_spin.setSpecialValueText("new")
-        self.object_id_spin.setToolTip(
-            "Id of the object on this slice when it is finished or propagated ('new': the "
-            "next free id). A set id replaces that object's old pixels on the slices "
-            "written, so a corrected slice can be finished or propagated again."
-        )
+        self.object_id_spin = _spin_box(
+            0, 2**31 - 1, 0, special="new",
+            tooltip="Id of the object on this slice when it is finished or propagated "
+            "('new': the next free id). A set id replaces that object's old pixels on the "
+            "slices written, so a corrected slice can be finished or propagated again.",
+        )  # fmt: skip
         self.direction_combo = QComboBox()
         for text, direction in DIRECTIONS:
             self.direction_combo.addItem(text, direction)
-        self.stop_iou_spin = QDoubleSpinBox()
-        self.stop_iou_spin.setRange(0.0, 1.0)
-        self.stop_iou_spin.setSingleStep(0.05)
-        self.stop_iou_spin.setValue(0.5)
-        self.stop_iou_spin.setToolTip(
-            "Propagation stops where the object's overlap (IoU) with the previous slice "
-            "drops below this."
-        )
+        self.stop_iou_spin = _spin_box(
+            0.0, 1.0, 0.5, 0.05,
+            tooltip="Propagation stops where the object's overlap (IoU) with the previous "
+            "slice drops below this.",
+        )  # fmt: skip
         self.propagate_button = QPushButton("Propagate")
         self.propagate_button.setToolTip(
             "Segment the current object on the neighbouring slices too (along the slice "
