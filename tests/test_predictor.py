@@ -199,9 +199,20 @@ def test_first_click_crop_shows_a_small_object_enlarged(net):
         nf.ZoomIn(first_click_crop=4)
 
 
+def test_a_one_pixel_high_image_with_zoom_in(net):
+    """A 1 x 16 image whose ZoomIn crop would be resized to 0 x 8 (found by hypothesis)."""
+    p = nf.Predictor(net, mode="NoBRS", device="cpu", zoom_in=nf.ZoomIn(target_size=8,
+                     min_crop_size=1))  # fmt: skip
+    p.set_image(np.zeros((1, 16), np.uint8))
+    p.add_click(0, 2)
+    prob = p.add_click(0, 10, positive=False)
+    assert prob.shape == (1, 16) and np.all((prob >= 0) & (prob <= 1))
+
+
 def test_view_helpers():
     assert view_size((0, 99, 0, 199), True, 400, None) == (200, 400)
     assert view_size((0, 99, 0, 199), False, 400, 100) == (50, 100)
+    assert view_size((0, 0, 0, 15), True, 8, None) == (1, 8)  # never 0 pixels high
     (c,) = clicks_to_view([nf.Click(10, 20, True)], (10, 29, 20, 59), (40, 80))
     assert (c.y, c.x) == (0.0, 0.0)
     assert bbox_iou((0, 9, 0, 9), (0, 9, 0, 9)) == 1.0

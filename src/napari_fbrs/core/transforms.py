@@ -185,7 +185,8 @@ def view_size(
     h, w = roi[1] - roi[0] + 1, roi[3] - roi[2] + 1
     if zoomed and target_size is not None:
         scale = target_size / max(h, w)
-        h, w = int(round(h * scale)), int(round(w * scale))
+        # at least one pixel: a 1-pixel-high crop of a thin image would round to 0
+        h, w = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
     if max_size is not None and max(h, w) > max_size:
         scale = max_size / max(h, w)
         h, w = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
