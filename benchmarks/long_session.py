@@ -158,31 +158,9 @@ class Recorder:
 
 
 # ------------------------------------------------------------------------------ models
-def disk_net(radius: float, neg_gain: float = 20.0):
-    """The tiny test network with weights that segment a disk of ``radius`` around positive
-    clicks, cut around negative clicks (less for a smaller ``neg_gain``)."""
-    import torch
-
-    from napari_fbrs.core.models.registry import build_model
-
-    net = build_model("tiny_test", norm_radius=20.0)
-    k, g, t = 20.0, neg_gain, float(np.tanh(2.0 * radius / 20.0))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.zero_()
-        net.rgb_conv.weight[0, 3, 0, 0] = 1.0
-        net.rgb_conv.weight[1, 4, 0, 0] = 1.0
-        for conv in (net.enc[0], net.enc[2], net.mid[0], net.dec[0]):
-            conv.weight[0, 0, 1, 1] = 1.0
-            conv.weight[1, 1, 1, 1] = 1.0
-        net.out.weight[0, 0, 0, 0] = -k
-        net.out.weight[0, 1, 0, 0] = g
-        net.out.bias[0] = k * t - g
-    return net.eval()
-
-
 def make_factory(args: argparse.Namespace, radius: float = 8.0, neg_gain: float = 20.0):
     import napari_fbrs as nf
+    from napari_fbrs.core.testing import disk_net
 
     if args.model == "disk":
         net = disk_net(radius, neg_gain)
@@ -355,6 +333,7 @@ def propagation(args: argparse.Namespace) -> dict[str, Any]:
 
 def large_image(args: argparse.Namespace) -> dict[str, Any]:
     import napari_fbrs as nf
+    from napari_fbrs.core.testing import disk_net
 
     size = args.large
     net = disk_net(8.0) if args.model == "disk" else nf.load_model(args.model, device="cpu")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -34,3 +35,27 @@ def _cache_in_tmp(tmp_path_factory, monkeypatch):
     """Point the cache (downloads, autosave sidecars) at a fresh folder for every test, so
     tests never read or litter the user's ``~/.cache/napari-fbrs``."""
     monkeypatch.setenv("NAPARI_FBRS_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+# napari modules that query OpenGL limits when layers are built
+_GL_QUERY_MODULES = (
+    "napari._vispy.utils.gl",
+    "napari._vispy.layers.image",
+    "napari._vispy.layers.base",
+    "napari._vispy.layers.labels",
+    "napari._vispy.canvas",
+)
+
+
+@pytest.fixture
+def no_opengl_queries(monkeypatch):
+    """Let napari build its layers on a canvas without an OpenGL context (Qt offscreen).
+
+    Nothing is drawn in the widget tests; only napari's queries of GL limits would fail.
+    """
+    for name in _GL_QUERY_MODULES:
+        module = importlib.import_module(name)
+        if hasattr(module, "get_gl_extensions"):
+            monkeypatch.setattr(module, "get_gl_extensions", lambda: "")
+        if hasattr(module, "get_max_texture_sizes"):
+            monkeypatch.setattr(module, "get_max_texture_sizes", lambda: (16384, 2048))

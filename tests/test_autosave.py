@@ -32,33 +32,14 @@ from napari_fbrs.core.autosave import (
     sidecar_path,
 )
 from napari_fbrs.core.session import SegmentationSession, SessionClick
+from napari_fbrs.core.testing import disk_net as _disk_net
 
 H, W = 40, 48
 RADIUS = 5.0
 
 
 def disk_net(radius: float = RADIUS):
-    """TinyNet with hand-set weights: a disk of ``radius`` around positive clicks, cut
-    around negative ones (deterministic, so that replays reproduce labels exactly)."""
-    import torch
-
-    from napari_fbrs.core.models.registry import build_model
-
-    net = build_model("tiny_test", norm_radius=20.0)
-    k, g = 20.0, 20.0
-    t = float(np.tanh(2.0 * radius / 20.0))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.zero_()
-        net.rgb_conv.weight[0, 3, 0, 0] = 1.0
-        net.rgb_conv.weight[1, 4, 0, 0] = 1.0
-        for conv in (net.enc[0], net.enc[2], net.mid[0], net.dec[0]):
-            conv.weight[0, 0, 1, 1] = 1.0
-            conv.weight[1, 1, 1, 1] = 1.0
-        net.out.weight[0, 0, 0, 0] = -k
-        net.out.weight[0, 1, 0, 0] = g
-        net.out.bias[0] = k * t - g
-    return net.eval()
+    return _disk_net(radius)
 
 
 def make_factory():

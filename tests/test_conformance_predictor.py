@@ -37,16 +37,14 @@ an expected failure with its numbers (never a silent pass), and one that conform
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-import napari_fbrs as nf
 from napari_fbrs.core.image import network_input, to_unit_rgb
 from napari_fbrs.core.testing import (
-    deterministic_fill_,
     fixture_agreement,
+    fixture_net,
+    load_fixture,
     reference_predictor,
 )
 
@@ -79,37 +77,25 @@ def _cases():
             yield pytest.param(arch, mode, id=f"{arch}-{mode}", marks=marks)
 
 
-def _load(conformance_dir, arch):
-    from skimage.io import imread
-
-    meta = json.loads((conformance_dir / f"{arch}.meta.json").read_text())
-    ref = np.load(conformance_dir / f"{arch}.npz")
-    image = imread(conformance_dir / "input.png")
-    return meta, ref, image
-
-
 _NETS: dict[str, object] = {}
 
 
 def _net(arch, fill_gain):
     if arch not in _NETS:
         _NETS.clear()  # keep one big network in memory at a time
-        net = deterministic_fill_(nf.build_model(arch), fill_gain).eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        _NETS[arch] = net
+        _NETS[arch] = fixture_net(arch, fill_gain)
     return _NETS[arch]
 
 
 def test_image_normalisation_matches_fixture_input(conformance_dir):
-    meta, ref, image = _load(conformance_dir, "resnet34_dh128")
+    meta, ref, image = load_fixture(conformance_dir, "resnet34_dh128")
     ours = network_input(to_unit_rgb(image), "imagenet")[0].numpy()
     np.testing.assert_allclose(ours, ref["forward_input"], atol=1e-5)
 
 
 @pytest.mark.parametrize(("arch", "mode"), list(_cases()))
 def test_modes_reproduce_reference(conformance_dir, arch, mode):
-    meta, ref, image = _load(conformance_dir, arch)
+    meta, ref, image = load_fixture(conformance_dir, arch)
     net = _net(arch, meta["fill_gain"])
     p = reference_predictor(net, mode)
     p.set_image(image)

@@ -31,16 +31,14 @@ objective evaluation, up to 21 per click) and all of ``ritm_hrnet32_itermask`` a
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-import napari_fbrs as nf
 from napari_fbrs.core.image import to_unit_rgb
 from napari_fbrs.core.testing import (
-    deterministic_fill_,
     fixture_agreement,
+    fixture_net,
+    load_fixture,
     reference_predictor,
 )
 
@@ -80,25 +78,13 @@ def _cases():
             yield pytest.param(arch, mode, id=f"{arch}-{mode}", marks=marks)
 
 
-def _load(conformance_dir, arch):
-    from skimage.io import imread
-
-    meta = json.loads((conformance_dir / f"{arch}.meta.json").read_text())
-    ref = np.load(conformance_dir / f"{arch}.npz")
-    image = imread(conformance_dir / "input.png")
-    return meta, ref, image
-
-
 _NETS: dict[str, object] = {}
 
 
 def _net(arch, fill_gain):
     if arch not in _NETS:
         _NETS.clear()  # keep one network in memory at a time
-        net = deterministic_fill_(nf.build_model(arch), fill_gain).eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        _NETS[arch] = net
+        _NETS[arch] = fixture_net(arch, fill_gain)
     return _NETS[arch]
 
 
@@ -106,7 +92,7 @@ def _net(arch, fill_gain):
 def test_unit_image_matches_fixture_input(conformance_dir, arch):
     # RITM networks get the [0, 1] image (ImageNet normalisation is applied on top of it);
     # IT-M models see an all-zero previous mask before the first click
-    _, ref, image = _load(conformance_dir, arch)
+    _, ref, image = load_fixture(conformance_dir, arch)
     x = ref["forward_input"]
     np.testing.assert_allclose(to_unit_rgb(image), x[:3], atol=1e-6)
     assert x.shape[0] == (4 if arch.endswith("itermask") else 3)
@@ -115,7 +101,7 @@ def test_unit_image_matches_fixture_input(conformance_dir, arch):
 
 @pytest.mark.parametrize(("arch", "mode"), list(_cases()))
 def test_modes_reproduce_reference(conformance_dir, arch, mode):
-    meta, ref, image = _load(conformance_dir, arch)
+    meta, ref, image = load_fixture(conformance_dir, arch)
     net = _net(arch, meta["fill_gain"])
     p = reference_predictor(net, mode)
     p.set_image(image)

@@ -192,21 +192,9 @@ def test_undo_then_the_same_click_gives_the_same_result(mode, data):
 
 def _disk_factory():
     from napari_fbrs.core.predictor import Predictor
+    from napari_fbrs.core.testing import disk_net
 
-    net = build_model("tiny_test", norm_radius=20.0)
-    k, g, t = 20.0, 20.0, float(np.tanh(2.0 * 4.0 / 20.0))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.zero_()
-        net.rgb_conv.weight[0, 3, 0, 0] = 1.0
-        net.rgb_conv.weight[1, 4, 0, 0] = 1.0
-        for conv in (net.enc[0], net.enc[2], net.mid[0], net.dec[0]):
-            conv.weight[0, 0, 1, 1] = 1.0
-            conv.weight[1, 1, 1, 1] = 1.0
-        net.out.weight[0, 0, 0, 0] = -k
-        net.out.weight[0, 1, 0, 0] = g
-        net.out.bias[0] = k * t - g
-    net.eval()
+    net = disk_net(4.0)
     return lambda: Predictor(net, mode="NoBRS", device="cpu", zoom_in=None, with_flip=False)
 
 

@@ -30,6 +30,7 @@ from napari_fbrs.core.models.registry import (
 )
 from napari_fbrs.core.predictor import Predictor
 from napari_fbrs.core.session import SegmentationSession, SessionClick, promoted_dtype
+from napari_fbrs.core.testing import disk_net as _disk_net
 
 H, W = 40, 48
 RADIUS = 5.0
@@ -45,22 +46,7 @@ def _one_torch_thread():
 
 
 def disk_net(radius: float = RADIUS):
-    """TinyNet with hand-set weights: a disk around positive clicks (see test_widget.py)."""
-    net = build_model("tiny_test", norm_radius=20.0)
-    k, g = 20.0, 20.0
-    t = float(np.tanh(2.0 * radius / 20.0))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.zero_()
-        net.rgb_conv.weight[0, 3, 0, 0] = 1.0
-        net.rgb_conv.weight[1, 4, 0, 0] = 1.0
-        for conv in (net.enc[0], net.enc[2], net.mid[0], net.dec[0]):
-            conv.weight[0, 0, 1, 1] = 1.0
-            conv.weight[1, 1, 1, 1] = 1.0
-        net.out.weight[0, 0, 0, 0] = -k
-        net.out.weight[0, 1, 0, 0] = g
-        net.out.bias[0] = k * t - g
-    return net.eval()
+    return _disk_net(radius)
 
 
 @pytest.fixture(scope="module")
@@ -911,20 +897,8 @@ def notes(monkeypatch):
 
 
 @pytest.fixture
-def viewer(make_napari_viewer, monkeypatch, notes):
+def viewer(make_napari_viewer, monkeypatch, notes, no_opengl_queries):
     """An offscreen viewer with a 2D image ``img``; the widget predicts synchronously."""
-    for name in (
-        "napari._vispy.utils.gl",
-        "napari._vispy.layers.image",
-        "napari._vispy.layers.base",
-        "napari._vispy.layers.labels",
-        "napari._vispy.canvas",
-    ):
-        module = importlib.import_module(name)
-        if hasattr(module, "get_gl_extensions"):
-            monkeypatch.setattr(module, "get_gl_extensions", lambda: "")
-        if hasattr(module, "get_max_texture_sizes"):
-            monkeypatch.setattr(module, "get_max_texture_sizes", lambda: (16384, 2048))
     from napari_fbrs._widget import FbrsWidget
 
     monkeypatch.setattr(FbrsWidget, "synchronous", True)

@@ -7,7 +7,6 @@ make it segment a disk around the last positive click, so results are predictabl
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import types
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
@@ -31,6 +29,7 @@ from napari_fbrs._widget import widget as widget_module  # noqa: E402
 from napari_fbrs.core import zoo  # noqa: E402
 from napari_fbrs.core.predictor import Predictor  # noqa: E402
 from napari_fbrs.core.session import SessionClick  # noqa: E402
+from napari_fbrs.core.testing import disk_net as _disk_net  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -42,23 +41,8 @@ RADIUS = 6.0
 
 
 @pytest.fixture(autouse=True)
-def _no_opengl_queries(monkeypatch):
-    """Let napari build its layers on a canvas without an OpenGL context (Qt offscreen).
-
-    Nothing is drawn in these tests; only napari's queries of GL limits would fail.
-    """
-    for name in (
-        "napari._vispy.utils.gl",
-        "napari._vispy.layers.image",
-        "napari._vispy.layers.base",
-        "napari._vispy.layers.labels",
-        "napari._vispy.canvas",
-    ):
-        module = importlib.import_module(name)
-        if hasattr(module, "get_gl_extensions"):
-            monkeypatch.setattr(module, "get_gl_extensions", lambda: "")
-        if hasattr(module, "get_max_texture_sizes"):
-            monkeypatch.setattr(module, "get_max_texture_sizes", lambda: (16384, 2048))
+def _no_opengl_queries(no_opengl_queries):
+    """Every test here builds napari layers offscreen (see conftest.py)."""
 
 
 @pytest.fixture(autouse=True)
@@ -82,26 +66,7 @@ def warnings_(monkeypatch):
 
 
 def disk_net(radius: float = RADIUS, neg_gain: float = 20.0):
-    """TinyNet whose logits are ``k * (t - pos_map) + g * (neg_map - 1)``: a disk of
-    ``radius`` around positive clicks, cut around negative clicks (less for a small
-    ``g = neg_gain``)."""
-    from napari_fbrs.core.models.registry import build_model
-
-    net = build_model("tiny_test", norm_radius=20.0)
-    k = 20.0
-    t = float(np.tanh(2.0 * radius / 20.0))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.zero_()
-        net.rgb_conv.weight[0, 3, 0, 0] = 1.0  # positive map
-        net.rgb_conv.weight[1, 4, 0, 0] = 1.0  # negative map
-        for conv in (net.enc[0], net.enc[2], net.mid[0], net.dec[0]):
-            conv.weight[0, 0, 1, 1] = 1.0
-            conv.weight[1, 1, 1, 1] = 1.0
-        net.out.weight[0, 0, 0, 0] = -k
-        net.out.weight[0, 1, 0, 0] = neg_gain
-        net.out.bias[0] = k * t - neg_gain
-    return net.eval()
+    return _disk_net(radius, neg_gain)
 
 
 def expected_disk(y, x, radius=RADIUS, shape=(H, W), slack=3.0):

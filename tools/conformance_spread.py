@@ -26,13 +26,12 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-import napari_fbrs as nf
 from napari_fbrs.core.testing import (
-    deterministic_fill_,
     fixture_agreement,
+    fixture_net,
+    load_fixture,
     reference_predictor,
 )
 
@@ -82,16 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
-    from skimage.io import imread
-
-    cdir = _conformance_dir()
-    meta = json.loads((cdir / f"{args.arch}.meta.json").read_text())
-    with np.load(cdir / f"{args.arch}.npz") as npz:
-        ref_probs = npz[f"{args.mode}_probs"]
-    image = imread(cdir / "input.png")
-    net = deterministic_fill_(nf.build_model(args.arch), meta["fill_gain"]).eval()
-    for param in net.parameters():
-        param.requires_grad_(False)
+    meta, npz, image = load_fixture(_conformance_dir(), args.arch)
+    ref_probs = npz[f"{args.mode}_probs"]
+    net = fixture_net(args.arch, meta["fill_gain"])
     clicks = meta["modes"][args.mode]["clicks"]
 
     runs = []

@@ -22,7 +22,10 @@ __all__ = [
     "TinyNet",
     "deterministic_fill_",
     "deterministic_state_dict",
+    "disk_net",
     "fixture_agreement",
+    "fixture_net",
+    "load_fixture",
     "reference_predictor",
 ]
 
@@ -150,3 +153,51 @@ def fixture_agreement(prob, ref) -> tuple[float, float]:
     union = np.logical_or(ours, theirs).sum()
     iou = float(np.logical_and(ours, theirs).sum() / union) if union else 1.0
     return iou, float(np.abs(np.asarray(prob, np.float32) - np.asarray(ref, np.float32)).mean())
+
+
+def disk_net(radius: float = 8.0, neg_gain: float = 20.0) -> TinyNet:
+    """The ``tiny_test`` network with hand-set weights whose logits are
+    ``k * (t - pos_map) + g * (neg_map - 1)``: a disk of ``radius`` pixels around positive
+    clicks, cut around negative ones (less for a small ``g = neg_gain``). Deterministic, so
+    replays reproduce labels exactly; used by tests and benchmarks of the session machinery."""
+    from napari_fbrs.core.models.registry import build_model
+
+    net = build_model("tiny_test", norm_radius=20.0)
+    k = 20.0
+    t = float(math.tanh(2.0 * radius / 20.0))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.rgb_conv.weight[0, 3, 0, 0] = 1.0  # positive distance map
+        net.rgb_conv.weight[1, 4, 0, 0] = 1.0  # negative distance map
+        for conv in (net.enc[0], net.enc[2], net.mid[0], net.dec[0]):
+            conv.weight[0, 0, 1, 1] = 1.0
+            conv.weight[1, 1, 1, 1] = 1.0
+        net.out.weight[0, 0, 0, 0] = -k
+        net.out.weight[0, 1, 0, 0] = neg_gain
+        net.out.bias[0] = k * t - neg_gain
+    return net.eval()
+
+
+def load_fixture(conformance_dir, arch: str) -> tuple[dict, Any, Any]:
+    """``(meta, ref, image)`` of a conformance fixture: ``<arch>.meta.json`` as a dict, the
+    opened ``<arch>.npz`` and ``input.png`` as an ``(H, W, 3)`` uint8 array."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from skimage.io import imread
+
+    folder = Path(conformance_dir)
+    meta = json.loads((folder / f"{arch}.meta.json").read_text())
+    return meta, np.load(folder / f"{arch}.npz"), imread(folder / "input.png")
+
+
+def fixture_net(arch: str, fill_gain: float) -> InteractiveNet:
+    """Architecture ``arch`` in eval mode, filled as the fixtures are, gradients off."""
+    from napari_fbrs.core.models.registry import build_model
+
+    net = deterministic_fill_(build_model(arch), fill_gain).eval()
+    for param in net.parameters():
+        param.requires_grad_(False)
+    return net
