@@ -60,7 +60,11 @@ class _State:
     prob: np.ndarray | None = None  # (H, W) float32
     roi: Roi | None = None  # ZoomIn crop, None = whole image
     opt: np.ndarray | None = None  # BRS variables after the last optimisation (float32)
-    thin: bool = False  # prob and opt dropped to bound memory; recomputed when needed
+
+    @property
+    def thin(self) -> bool:
+        """Clicks without a map: dropped to bound memory, recomputed when needed."""
+        return self.prob is None and bool(self.clicks)
 
 
 class Predictor:
@@ -256,8 +260,8 @@ class Predictor:
 
     def _thin_distant_states(self) -> None:
         for i, s in enumerate(self._history):
-            if abs(i - self._pos) > FULL_STATES and not s.thin and s.clicks:
-                self._history[i] = _State(clicks=s.clicks, roi=s.roi, thin=True)
+            if abs(i - self._pos) > FULL_STATES and s.prob is not None:
+                self._history[i] = _State(clicks=s.clicks, roi=s.roi)
 
     @property
     def clicks(self) -> list[Click]:
