@@ -102,12 +102,35 @@ def test_augment_output_shapes_and_values():
     target = np.zeros((90, 70), np.uint8)
     target[30:60, 20:50] = 1
     target[0:3] = IGNORE
-    for _ in range(10):
-        img, tgt = augment(image, target, 64, rng)
+    for k in range(10):
+        source = image if k % 2 else (image * 255).astype(np.uint8)
+        img, tgt = augment(source, target, 64, rng)
         assert img.shape == (64, 64, 3) and img.dtype == np.float32
         assert tgt.shape == (64, 64) and set(np.unique(tgt)) <= {0, 1, IGNORE}
         assert 0.0 <= img.min() and img.max() <= 1.0
         assert (tgt == 1).any()
+
+
+@pytest.mark.parametrize("factor", [0.3, 1.0, 2.7])
+def test_scaled_window_keeps_image_and_target_aligned(factor):
+    from napari_fbrs.core.training.augment import scaled_window
+
+    rng = np.random.default_rng(7)
+    target = np.zeros((120, 90), np.uint8)
+    target[40:100, 10:70] = 1
+    target[0:5] = IGNORE
+    image = np.repeat((target == 1)[..., None] * np.uint8(255), 3, axis=2)
+    for _ in range(5):
+        img, tgt = scaled_window(image, target, 48, factor, rng)
+        assert img.shape == (48, 48, 3) and img.dtype == np.uint8 and tgt.shape == (48, 48)
+        assert (tgt == 1).any()  # the window is placed around an object pixel
+        valid = tgt != IGNORE
+        bright = img[..., 0] >= 128
+        # bilinear image against nearest target: they may differ on a one-pixel boundary only
+        assert (bright != (tgt == 1))[valid].mean() < 0.06
+        if factor < 0.5:  # the window is larger than the image: padding is ignored and black
+            assert (~valid).sum() > 48 * 48 * 0.2
+            assert (img[tgt == IGNORE] == 0).mean() > 0.9
 
 
 def test_synthetic_scenes_are_reproducible():

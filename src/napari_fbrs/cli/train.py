@@ -163,7 +163,7 @@ def _print_progress(info) -> None:
     remaining = (info.steps - info.step) / info.steps_per_s if info.steps_per_s > 0 else 0
     line = (
         f"step {info.step}/{info.steps}  loss {info.loss:.4f}  IoU {info.iou:.3f}  "
-        f"lr {info.lr:.2e}  {info.steps_per_s:.3f} steps/s  "
+        f"lr {info.lr:.2e}  {info.steps_per_s:.3f} steps/s  data wait {info.data_wait:.0%}  "
         f"elapsed {info.elapsed_s / 60:.1f} min  left ~{remaining / 3600:.1f} h"
     )
     if info.checkpoint:

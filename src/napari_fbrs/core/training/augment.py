@@ -1,6 +1,6 @@
 """Training augmentations: rescale, flip, crop to a fixed size, photometric changes.
 
-Images are ``(H, W, 3)`` float32 RGB in ``[0, 1]``; targets are ``(H, W)`` uint8 with
+Images are ``(H, W, 3)`` RGB, uint8 or float in ``[0, 1]``; targets are ``(H, W)`` uint8 with
 0 background, 1 object, :data:`~napari_fbrs.core.training.clicks_sim.IGNORE` ignored.
 """
 
@@ -11,53 +11,107 @@ from scipy import ndimage
 
 from napari_fbrs.core.training.clicks_sim import IGNORE
 
-__all__ = ["augment", "photometric", "random_crop", "rescale"]
+# largest image-based scale, in crops per longer image side
+IMAGE_SCALE_MAX = 2.0
+
+__all__ = ["augment", "photometric", "rescale", "scaled_window"]
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def rescale(image: np.ndarray, target: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Resize by ``factor``: bilinear for the image, nearest for the target."""
+    """Resize by ``factor``: bilinear for the image, nearest for the target.
+
+    ``image`` is ``(H, W, 3)`` uint8 or float in ``[0, 1]``; it comes back as uint8.
+    """
+    image = _to_uint8(image)
     if abs(factor - 1.0) < 1e-3:
         return image, target
     from PIL import Image
 
     h, w = target.shape
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    channels = [
-        np.asarray(Image.fromarray(image[..., c]).resize(size, Image.BILINEAR)) for c in range(3)
-    ]
+    out_i = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
     out_t = np.asarray(Image.fromarray(target).resize(size, Image.NEAREST))
-    return np.stack(channels, axis=-1), out_t
+    return out_i, out_t
 
 
-def random_crop(
-    image: np.ndarray, target: np.ndarray, crop: int, rng: np.random.Generator
+def scaled_window(
+    image: np.ndarray,
+    target: np.ndarray,
+    crop: int,
+    factor: float,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A ``crop x crop`` window that contains a random object pixel.
+    """A ``crop x crop`` window of the image scaled by ``factor`` around a random object pixel.
 
-    Sides shorter than ``crop`` are padded: image with 0, target with ``IGNORE``.
+    Only the window is resampled (the image is never scaled whole, which costs up to
+    ``factor**2`` times more). Parts of the window beyond the image are 0 in the image and
+    ``IGNORE`` in the target.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        ``(H, W, 3)`` uint8 or float in ``[0, 1]``.
+    target : np.ndarray
+        ``(H, W)`` uint8 (0, 1, ``IGNORE``).
+    crop : int
+        Output side in pixels.
+    factor : float
+        Output pixels per input pixel.
+    rng : np.random.Generator
+        Source of randomness.
+
+    Returns
+    -------
+    image : np.ndarray
+        ``(crop, crop, 3)`` uint8.
+    target : np.ndarray
+        ``(crop, crop)`` uint8.
     """
+    from PIL import Image
+
+    image = _to_uint8(image)
     h, w = target.shape
-    ph, pw = max(crop - h, 0), max(crop - w, 0)
-    if ph or pw:
-        top, left = int(rng.integers(ph + 1)), int(rng.integers(pw + 1))
-        pad = ((top, ph - top), (left, pw - left))
-        image = np.pad(image, pad + ((0, 0),))
-        target = np.pad(target, pad, constant_values=IGNORE)
-        h, w = target.shape
+    side = crop / factor  # window side in input pixels
     ys, xs = np.nonzero(target == 1)
     if len(ys):
         i = int(rng.integers(len(ys)))
-        cy, cx = int(ys[i]), int(xs[i])
-        y0 = int(rng.integers(max(cy - crop + 1, 0), min(cy, h - crop) + 1))
-        x0 = int(rng.integers(max(cx - crop + 1, 0), min(cx, w - crop) + 1))
+        cy, cx = float(ys[i]) + 0.5, float(xs[i]) + 0.5
     else:
-        y0, x0 = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
-    return image[y0 : y0 + crop, x0 : x0 + crop], target[y0 : y0 + crop, x0 : x0 + crop]
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+
+    def start(c: float, n: int) -> float:
+        # the window holds the pixel centre and, where it fits, lies inside the image
+        lo = max(c - side + 0.5 / factor, min(0.0, n - side))
+        hi = min(c - 0.5 / factor, max(0.0, n - side))
+        return float(rng.uniform(lo, hi)) if hi > lo else lo
+
+    y0, x0 = start(cy, h), start(cx, w)
+    # pad so that the window lies inside the array (PIL boxes must)
+    top, left = max(0, int(np.ceil(-y0))), max(0, int(np.ceil(-x0)))
+    bottom = max(0, int(np.ceil(y0 + side - h)))
+    right = max(0, int(np.ceil(x0 + side - w)))
+    if top or left or bottom or right:
+        pad = ((top, bottom), (left, right))
+        image = np.pad(image, pad + ((0, 0),))
+        target = np.pad(target, pad, constant_values=IGNORE)
+    box = (x0 + left, y0 + top, x0 + left + side, y0 + top + side)
+    out_i = Image.fromarray(image).resize((crop, crop), Image.BILINEAR, box=box)
+    out_t = Image.fromarray(target).resize((crop, crop), Image.NEAREST, box=box)
+    return np.asarray(out_i), np.asarray(out_t)
 
 
 def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Brightness, contrast, saturation and gamma jitter, sometimes blur or noise."""
-    img = image
+    """Brightness, contrast, saturation and gamma jitter, sometimes blur or noise.
+
+    ``image`` ``(H, W, 3)`` uint8 or float in ``[0, 1]``; returns float32 in ``[0, 1]``.
+    """
+    img = image.astype(np.float32) / 255 if image.dtype == np.uint8 else image
     if rng.random() < 0.8:
         img = img * rng.uniform(0.75, 1.25) + rng.uniform(-0.1, 0.1)
         mean = img.mean()
@@ -83,14 +137,15 @@ def augment(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Full training augmentation of one sample.
 
-    The scale is chosen either from the image size (its longer side becomes 0.9-1.6 crops)
+    The scale is chosen either from the image size (its longer side becomes 0.9-2 crops,
+    so objects larger than the network's view occur, as at a full-resolution first click)
     or from the object (its bounding box's longer side becomes 0.25-0.9 crops), so the
     network sees both whole scenes and zoomed-in objects, as the predictor's zoom-in does.
 
     Parameters
     ----------
     image : np.ndarray
-        ``(H, W, 3)`` float32 in ``[0, 1]``.
+        ``(H, W, 3)`` uint8, or float in ``[0, 1]``.
     target : np.ndarray
         ``(H, W)`` uint8 (0, 1, ``IGNORE``) with at least one object pixel.
     crop : int
@@ -113,13 +168,12 @@ def augment(
         extent = max(ys.max() - ys.min(), xs.max() - xs.min()) + 1
         factor = rng.uniform(0.25, 0.9) * crop / extent
     else:
-        factor = rng.uniform(0.9, 1.6) * crop / max(h, w)
+        factor = rng.uniform(0.9, IMAGE_SCALE_MAX) * crop / max(h, w)
     factor = float(np.clip(factor, 0.2, 4.0))
-    image, target = rescale(image, target, factor)
+    image, target = scaled_window(image, target, crop, factor, rng)
     if rng.random() < 0.5:
         image, target = image[:, ::-1], target[:, ::-1]
     if vertical_flip and rng.random() < 0.5:
         image, target = image[::-1], target[::-1]
-    image, target = random_crop(image, target, crop, rng)
     image = photometric(np.ascontiguousarray(image), rng)
     return image, np.ascontiguousarray(target)

@@ -17,7 +17,7 @@ IGNORE = 255
 
 # probabilities of 1, 2, 3 initial positive clicks and of 0..3 negative ones
 _POS_COUNTS = (0.65, 0.25, 0.10)
-_NEG_COUNTS = (0.45, 0.30, 0.15, 0.10)
+_NEG_COUNTS = (0.55, 0.25, 0.12, 0.08)
 
 
 def _pick(rng: np.random.Generator, candidates: np.ndarray) -> tuple[int, int] | None:

@@ -67,7 +67,7 @@ class TrainingData:
         Returns
         -------
         image : np.ndarray
-            ``(H, W, 3)`` float32 RGB in ``[0, 1]``.
+            ``(H, W, 3)`` RGB: uint8 for 8-bit RGB files, else float32 in ``[0, 1]``.
         target : np.ndarray
             ``(H, W)`` uint8: 0 background, 1 object, ``IGNORE``.
         any_orientation : bool
@@ -78,7 +78,10 @@ class TrainingData:
         for dataset, size in zip(self.datasets, self.sizes, strict=True):
             if index < size:
                 s = dataset[index]
-                image = np.moveaxis(to_unit_rgb(s.image), 0, -1)
+                if s.image.dtype == np.uint8 and s.image.ndim == 3 and s.image.shape[2] == 3:
+                    image = s.image  # 8-bit RGB as it is: augmentation resamples uint8
+                else:
+                    image = np.moveaxis(to_unit_rgb(s.image), 0, -1)
                 target = s.gt.astype(np.uint8)
                 if s.ignore is not None:
                     target[s.ignore] = IGNORE

@@ -72,6 +72,9 @@ class TrainProgress:
         Seconds since this call of :func:`train` started.
     checkpoint : str or None
         Path of a checkpoint written at this step.
+    data_wait : float
+        Fraction of the time since the previous report spent waiting for training data
+        (near 1: the data loaders are the bottleneck, near 0: the network step is).
     """
 
     step: int
@@ -82,6 +85,7 @@ class TrainProgress:
     steps_per_s: float
     elapsed_s: float
     checkpoint: str | None = None
+    data_wait: float = 0.0
 
 
 def _lr_factor(step: int, steps: int, warmup: int) -> float:
@@ -402,6 +406,7 @@ def train(
     steps_total = int(cfg["steps"])
     step = start
     t_warm = 0.0
+    waited = 0.0
     batches = _batches(training_data, cfg, start, int(workers), dev.type == "cuda")
     try:
         while step < steps_total:
@@ -409,7 +414,10 @@ def train(
             factor = _lr_factor(step, steps_total, int(cfg["warmup"]))
             for group in opt.param_groups:
                 group["lr"] = cfg["lr"] * group["lr_mult"] * factor
-            loss, iou = _train_step(net, opt, next(batches), rng, cfg, dev)
+            t_batch = time.perf_counter()
+            batch = next(batches)
+            waited += time.perf_counter() - t_batch
+            loss, iou = _train_step(net, opt, batch, rng, cfg, dev)
             losses.append(loss)
             ious.append(iou)
             step += 1
@@ -438,8 +446,9 @@ def train(
                     steps_per_s=len(losses) / max(now - t_report, 1e-9),
                     elapsed_s=now - t0,
                     checkpoint=saved,
+                    data_wait=waited / max(now - t_report, 1e-9),
                 )
-                losses, ious, t_report = [], [], now
+                losses, ious, t_report, waited = [], [], now, 0.0
                 with open(out / LOG, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(asdict(info)) + "\n")
                 if progress is not None and progress(info) is False:
