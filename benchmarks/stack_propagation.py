@@ -36,6 +36,14 @@ def main() -> None:
     ap.add_argument(
         "--first-click-crop", type=int, default=None, help="ZoomIn first_click_crop (pixels)"
     )
+    ap.add_argument(
+        "--no-prior", action="store_true", help="propagate without the previous-slice prior mask"
+    )
+    ap.add_argument(
+        "--from-gt",
+        action="store_true",
+        help="propagate from the true middle-slice mask (measures propagation alone)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -69,10 +77,16 @@ def main() -> None:
         clicks = next(
             (i + 1 for i, v in enumerate(result.ious) if v >= args.target_iou), len(result.ious)
         )
-        mask = predictor.mask.copy()
+        mask = gt3d[z].copy() if args.from_gt else predictor.mask.copy()
         if mask.any():
             seg = nf.propagate(
-                predictor, volume, z, mask, stop_iou=args.stop_iou, contrast_limits=(lo, hi)
+                predictor,
+                volume,
+                z,
+                mask,
+                stop_iou=args.stop_iou,
+                use_prior=not args.no_prior,
+                contrast_limits=(lo, hi),
             )
         else:
             seg = np.zeros_like(gt3d)
@@ -98,6 +112,8 @@ def main() -> None:
         "stop_iou": args.stop_iou,
         "min_crop": args.min_crop,
         "first_click_crop": args.first_click_crop,
+        "prior": not args.no_prior,
+        "from_gt": args.from_gt,
         "nuclei": len(per_nucleus),
         "mean_clicks": float(np.mean([r["clicks"] for r in per_nucleus])),
         "mean_iou3d": float(np.mean([r["iou3d"] for r in per_nucleus])),

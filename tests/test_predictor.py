@@ -300,3 +300,57 @@ def test_distmap_brs_corrects_only_the_distance_maps(image):
     assert p.last_evaluations > 1
     assert all(float(m[:, 0].abs().max()) == 0.0 for m in seen)  # prev mask untouched
     assert any(float((m[:, 1:] - seen[0][:, 1:]).abs().max()) > 0 for m in seen[1:])
+
+
+# -- prior mask (previous-mask networks) -------------------------------------------------------
+def test_prior_mask_steers_a_prev_mask_network_and_is_cleared_by_reset():
+    net = nf.load_model("fbrs-lite", device="cpu")
+    yy, xx = np.mgrid[:96, :96]
+    image = np.where((yy - 48) ** 2 + (xx - 48) ** 2 < 20**2, 200, 40).astype(np.uint8)
+    p = nf.Predictor(net, mode="NoBRS", device="cpu", zoom_in=None, with_flip=False)
+    p.set_image(image)
+    plain = p.add_click(48, 48).copy()
+    p.reset()
+    prior = np.zeros((96, 96), bool)
+    prior[10:90, 10:90] = True  # a much larger object than the disk
+    p.set_prior(prior)
+    assert p.prob.max() == 0  # a prior is not a prediction
+    steered = p.add_click(48, 48).copy()
+    assert np.abs(steered - plain).max() > 0.05
+    assert steered[prior].mean() > plain[prior].mean()  # pulled towards the prior
+    p.reset()  # a new object starts without it
+    np.testing.assert_allclose(p.add_click(48, 48), plain, atol=1e-6)
+
+
+def test_prior_mask_is_ignored_by_networks_without_a_mask_input():
+    from napari_fbrs.core.testing import TinyNet
+
+    image = np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8)
+    p = nf.Predictor(TinyNet().eval(), mode="NoBRS", device="cpu", zoom_in=None)
+    p.set_image(image)
+    plain = p.add_click(20, 20).copy()
+    p.reset()
+    p.set_prior(np.ones((40, 40), np.float32))
+    np.testing.assert_array_equal(p.add_click(20, 20), plain)
+
+
+@pytest.mark.parametrize(
+    ("prior", "message"),
+    [
+        (np.zeros((5, 5)), "shape"),
+        (np.full((40, 40), 2.0), r"\[0, 1\]"),
+        (np.full((40, 40), np.nan), r"\[0, 1\]"),
+        (np.full((40, 40), "a"), "bool or numeric"),
+    ],
+)
+def test_bad_prior_mask_is_refused_and_changes_nothing(prior, message):
+    from napari_fbrs.core.testing import TinyNet
+
+    p = nf.Predictor(TinyNet().eval(), mode="NoBRS", device="cpu", zoom_in=None)
+    with pytest.raises(RuntimeError, match="image"):
+        p.set_prior(np.zeros((40, 40)))
+    p.set_image(np.zeros((40, 40), np.uint8))
+    p.set_prior(np.ones((40, 40), bool))
+    with pytest.raises(ValueError, match=message):
+        p.set_prior(prior)
+    assert p._prior is not None and p._prior.min() == 1.0  # the earlier prior stays

@@ -17,13 +17,17 @@ class ComponentPredictor:
     """
 
     def __init__(self):
-        self.images, self.clicks, self.limits = [], [], []
+        self.images, self.clicks, self.limits, self.priors = [], [], [], []
 
     def set_image(self, image, contrast_limits=None):
         self.images.append(np.asarray(image))
         self.limits.append(contrast_limits)
         self.clicks.append([])
         self._mask = np.zeros(image.shape[:2], bool)
+        self.priors.append(None)
+
+    def set_prior(self, prior):
+        self.priors[-1] = None if prior is None else np.asarray(prior).copy()
 
     def add_click(self, y, x, positive=True):
         self.clicks[-1].append((y, x, positive))
@@ -53,9 +57,16 @@ def _ball_stack(n=11, size=40, radius=9, centre=5):
 def test_propagates_both_ways_until_the_object_vanishes():
     vol = _ball_stack()
     gt = vol > 0
-    out = nf.propagate(ComponentPredictor(), vol, 5, gt[5], stop_iou=0.3)
+    fake = ComponentPredictor()
+    out = nf.propagate(fake, vol, 5, gt[5], stop_iou=0.3)
     assert out.shape == vol.shape and out.dtype == bool
     np.testing.assert_array_equal(out, gt)
+    # each slice gets the mask of the slice it was reached from as its prior
+    np.testing.assert_array_equal(fake.priors[0], gt[5])  # slice 6, from 5
+    np.testing.assert_array_equal(fake.priors[1], gt[6])  # slice 7, from 6
+    fake = ComponentPredictor()
+    nf.propagate(fake, vol, 5, gt[5], stop_iou=0.3, use_prior=False)
+    assert all(p is None for p in fake.priors)
 
 
 @pytest.mark.parametrize(("direction", "slices"), [(1, range(5, 10)), (-1, range(1, 6))])

@@ -165,6 +165,7 @@ class Predictor:
         self._features: tuple[Any, Any] | None = None  # (key, (features, context))
         self._history: list[_State] = [_State()]
         self._pos = 0
+        self._prior: np.ndarray | None = None  # (H, W) float32, see set_prior
         #: number of objective evaluations of the last click (0 without BRS)
         self.last_evaluations = 0
 
@@ -235,9 +236,46 @@ class Predictor:
         return self.prob
 
     def reset(self) -> None:
-        """Forget all clicks (start a new object); the image stays."""
+        """Forget all clicks and the prior mask (start a new object); the image stays."""
         self._history = [_State()]
         self._pos = 0
+        self._prior = None
+
+    def set_prior(self, prior: np.ndarray | None) -> None:
+        """Give networks with a previous-mask input a starting mask for the first click.
+
+        Networks that take the previous prediction as an input (``net.uses_prev_mask``:
+        ``fbrs-lite``, the RITM models) normally start from an empty mask; a prior, e.g. the
+        object on the neighbouring slice of a stack, tells them roughly where and how large
+        the object is. Other networks ignore it. It lasts until :meth:`reset` or
+        :meth:`set_image`; the clicks do not change.
+
+        Parameters
+        ----------
+        prior : numpy.ndarray or None
+            ``(H, W)`` bool or float in ``[0, 1]``, the image's shape; ``None`` removes it.
+
+        Raises
+        ------
+        ValueError
+            Wrong shape or values outside ``[0, 1]``; the predictor is unchanged.
+        RuntimeError
+            No image set.
+        """
+        if prior is None:
+            self._prior = None
+            return
+        if self._source is None:
+            raise RuntimeError("set an image before a prior mask")
+        arr = np.asarray(prior)
+        if arr.shape != self.image_shape:
+            raise ValueError(f"prior mask shape {arr.shape} is not the image's {self.image_shape}")
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"prior mask must be bool or numeric, got {arr.dtype}")
+        arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+            raise ValueError("prior mask values must lie in [0, 1]")
+        self._prior = arr
 
     def set_cancel_callback(self, fn: Callable[[], bool] | None) -> None:
         """``fn() -> bool`` polled during optimisation; ``True`` stops it early."""
@@ -373,10 +411,13 @@ class Predictor:
         return _State(clicks=clicks, prob=prob, roi=roi, opt=opt)
 
     def _prev_mask_view(self, prev: _State, roi: Roi, size: tuple[int, int]) -> torch.Tensor:
-        if prev.prob is None:
+        source = prev.prob
+        if source is None and not prev.clicks:  # the start state: the prior, if any
+            source = self._prior
+        if source is None:
             mask = torch.zeros((1, 1, *size), device=self.device)
         else:
-            crop = torch.from_numpy(prev.prob[roi[0] : roi[1] + 1, roi[2] : roi[3] + 1].copy())
+            crop = torch.from_numpy(source[roi[0] : roi[1] + 1, roi[2] : roi[3] + 1].copy())
             mask = crop[None, None].to(self.device)
             if tuple(mask.shape[2:]) != size:
                 mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=True)

@@ -78,6 +78,7 @@ def propagate(
     stop_slices: Collection[int] = (),
     min_area_ratio: float = 0.05,
     n_negative: int = 4,
+    use_prior: bool = True,
     contrast_limits: tuple[float, float] | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
@@ -107,6 +108,11 @@ def propagate(
         Slices that are not entered (e.g. where the user placed a "stop" click).
     min_area_ratio : float
         Stop when the mask is smaller than this fraction of the previous slice's.
+    n_negative : int
+        Negative clicks around the object on each new slice (see :func:`clicks_from_mask`).
+    use_prior : bool
+        Also give the previous slice's mask as the starting mask to networks that take one
+        (:meth:`Predictor.set_prior`; ``fbrs-lite``, RITM); others ignore it.
     contrast_limits : (low, high), optional
         Intensity window for every slice (napari's contrast limits); default: per-slice
         robust percentiles.
@@ -160,6 +166,8 @@ def propagate(
             if cancel is not None and cancel():
                 return result
             predictor.set_image(get_slice(k), contrast_limits=contrast_limits)
+            if use_prior:
+                predictor.set_prior(prev)
             for click in clicks_from_mask(prev, n_negative):
                 predictor.add_click(click.y, click.x, click.positive)
             current = predictor.mask.copy()
