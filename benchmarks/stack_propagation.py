@@ -37,7 +37,7 @@ def main() -> None:
         "--first-click-crop", type=int, default=None, help="ZoomIn first_click_crop (pixels)"
     )
     ap.add_argument(
-        "--no-prior", action="store_true", help="propagate without the previous-slice prior mask"
+        "--prior", action="store_true", help="give each slice the previous slice's mask as prior"
     )
     ap.add_argument(
         "--from-gt",
@@ -71,12 +71,17 @@ def main() -> None:
         z = int((zs[0] + zs[-1]) // 2)
         sample = Sample(name=f"nucleus {obj}", image=volume[z], gt=gt3d[z], ignore=None)
         predictor.set_image(volume[z], contrast_limits=(lo, hi))
-        result = evaluate_object(
-            predictor, sample, max_clicks=20, target_iou=args.target_iou, new_image=False
-        )
-        clicks = next(
-            (i + 1 for i, v in enumerate(result.ious) if v >= args.target_iou), len(result.ious)
-        )
+        if args.from_gt:  # no clicking: propagation from the true mask
+            clicks, iou2d = 0, 1.0
+        else:
+            result = evaluate_object(
+                predictor, sample, max_clicks=20, target_iou=args.target_iou, new_image=False
+            )
+            clicks = next(
+                (i + 1 for i, v in enumerate(result.ious) if v >= args.target_iou),
+                len(result.ious),
+            )
+            iou2d = float(result.ious[clicks - 1])
         mask = gt3d[z].copy() if args.from_gt else predictor.mask.copy()
         if mask.any():
             seg = nf.propagate(
@@ -85,7 +90,7 @@ def main() -> None:
                 z,
                 mask,
                 stop_iou=args.stop_iou,
-                use_prior=not args.no_prior,
+                use_prior=args.prior,
                 contrast_limits=(lo, hi),
             )
         else:
@@ -98,7 +103,7 @@ def main() -> None:
                 "z": z,
                 "slices": int(len(zs)),
                 "clicks": clicks,
-                "iou2d": float(result.ious[clicks - 1]),
+                "iou2d": iou2d,
                 "iou3d": float(inter / union) if union else 0.0,
             }
         )
@@ -112,7 +117,7 @@ def main() -> None:
         "stop_iou": args.stop_iou,
         "min_crop": args.min_crop,
         "first_click_crop": args.first_click_crop,
-        "prior": not args.no_prior,
+        "prior": args.prior,
         "from_gt": args.from_gt,
         "nuclei": len(per_nucleus),
         "mean_clicks": float(np.mean([r["clicks"] for r in per_nucleus])),

@@ -61,12 +61,12 @@ def test_propagates_both_ways_until_the_object_vanishes():
     out = nf.propagate(fake, vol, 5, gt[5], stop_iou=0.3)
     assert out.shape == vol.shape and out.dtype == bool
     np.testing.assert_array_equal(out, gt)
+    assert all(p is None for p in fake.priors)  # no prior unless asked
+    fake = ComponentPredictor()
+    nf.propagate(fake, vol, 5, gt[5], stop_iou=0.3, use_prior=True)
     # each slice gets the mask of the slice it was reached from as its prior
     np.testing.assert_array_equal(fake.priors[0], gt[5])  # slice 6, from 5
     np.testing.assert_array_equal(fake.priors[1], gt[6])  # slice 7, from 6
-    fake = ComponentPredictor()
-    nf.propagate(fake, vol, 5, gt[5], stop_iou=0.3, use_prior=False)
-    assert all(p is None for p in fake.priors)
 
 
 @pytest.mark.parametrize(("direction", "slices"), [(1, range(5, 10)), (-1, range(1, 6))])

@@ -78,7 +78,7 @@ def propagate(
     stop_slices: Collection[int] = (),
     min_area_ratio: float = 0.05,
     n_negative: int = 4,
-    use_prior: bool = True,
+    use_prior: bool = False,
     contrast_limits: tuple[float, float] | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
@@ -112,7 +112,9 @@ def propagate(
         Negative clicks around the object on each new slice (see :func:`clicks_from_mask`).
     use_prior : bool
         Also give the previous slice's mask as the starting mask to networks that take one
-        (:meth:`Predictor.set_prior`; ``fbrs-lite``, RITM); others ignore it.
+        (:meth:`Predictor.set_prior`; ``fbrs-lite``, RITM); others ignore it. Off by
+        default: on nuclei3d it made ``fbrs-lite`` follow objects further into their
+        neighbours (mean 3D IoU 0.47 against 0.59 without).
     contrast_limits : (low, high), optional
         Intensity window for every slice (napari's contrast limits); default: per-slice
         robust percentiles.
