@@ -36,6 +36,9 @@ def main() -> None:
     ap.add_argument(
         "--first-click-crop", type=int, default=None, help="ZoomIn first_click_crop (pixels)"
     )
+    ap.add_argument("--prob-thresh", type=float, default=0.49, help="Predictor prob_thresh")
+    ap.add_argument("--regrowth", type=float, default=None, help="propagate(regrowth=...)")
+    ap.add_argument("--min-contrast", type=float, default=None, help="propagate(min_contrast=...)")
     ap.add_argument(
         "--prior", action="store_true", help="give each slice the previous slice's mask as prior"
     )
@@ -61,7 +64,9 @@ def main() -> None:
     lo, hi = np.percentile(volume, (0.5, 99.5))  # one window for the whole stack
     net = nf.load_model(args.model, device="cpu")
     zoom = nf.ZoomIn(min_crop_size=args.min_crop, first_click_crop=args.first_click_crop)
-    predictor = nf.Predictor(net, mode=args.mode, device="cpu", zoom_in=zoom)
+    predictor = nf.Predictor(
+        net, mode=args.mode, device="cpu", zoom_in=zoom, prob_thresh=args.prob_thresh
+    )
     ids = [int(i) for i in np.unique(labels) if i != 0][: args.limit]
     per_nucleus = []
     t0 = time.perf_counter()
@@ -91,6 +96,8 @@ def main() -> None:
                 mask,
                 stop_iou=args.stop_iou,
                 use_prior=args.prior,
+                regrowth=args.regrowth,
+                min_contrast=args.min_contrast,
                 contrast_limits=(lo, hi),
             )
         else:
@@ -118,6 +125,9 @@ def main() -> None:
         "min_crop": args.min_crop,
         "first_click_crop": args.first_click_crop,
         "prior": args.prior,
+        "prob_thresh": args.prob_thresh,
+        "regrowth": args.regrowth,
+        "min_contrast": args.min_contrast,
         "from_gt": args.from_gt,
         "nuclei": len(per_nucleus),
         "mean_clicks": float(np.mean([r["clicks"] for r in per_nucleus])),

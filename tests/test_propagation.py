@@ -133,6 +133,8 @@ def test_lazy_volume_is_read_slice_by_slice():
         ({"direction": 2}, "direction must be"),
         ({"mask": np.zeros((40, 40), bool)}, "empty"),
         ({"mask": np.ones((10, 10), bool)}, "does not match"),
+        ({"regrowth": 0.0}, "regrowth must be positive"),
+        ({"min_contrast": 1.5}, r"min_contrast must lie in \(0, 1\]"),
     ],
 )
 def test_bad_arguments_are_explained(kwargs, message):
@@ -140,6 +142,41 @@ def test_bad_arguments_are_explained(kwargs, message):
     args = {"z": 5, "mask": vol[5] > 0} | kwargs
     with pytest.raises(ValueError, match=message):
         nf.propagate(ComponentPredictor(), vol, args.pop("z"), args.pop("mask"), **args)
+
+
+def test_regrowth_stops_where_a_touching_neighbour_begins():
+    # two balls stacked along z, centred on the same pixel: A around slice 5, B around 13;
+    # their cross-sections shrink to one small disk at slice 9 and grow again after it
+    zz, yy, xx = np.mgrid[:19, :40, :40]
+    rho2 = (yy - 20) ** 2 + (xx - 20) ** 2
+    a = (zz - 5) ** 2 * 4 + rho2 <= 81
+    b = (zz - 13) ** 2 * 4 + rho2 <= 81
+    vol = (a | b).astype(np.uint16) * 1000
+    walked = nf.propagate(ComponentPredictor(), vol, 5, a[5], stop_iou=0.2)
+    assert walked[12:].any()  # IoU alone follows the object into B
+    out = nf.propagate(ComponentPredictor(), vol, 5, a[5], stop_iou=0.2, regrowth=0.1)
+    np.testing.assert_array_equal(out[:10], a[:10])  # all of A, up to the narrow slice
+    assert not out[10:].any()
+    # started on the narrow slice itself, the area only grows at first: both balls are kept
+    out = nf.propagate(ComponentPredictor(), vol, 9, a[9], stop_iou=0.2, regrowth=0.1)
+    np.testing.assert_array_equal(out, a | b)
+
+
+def test_min_contrast_stops_where_the_object_dims():
+    vol = _ball_stack(n=11, radius=12, centre=5).astype(np.float32)  # radius 12: slices 0-10
+    vol[8:] *= 0.3  # the same shape, much dimmer, from slice 8 on
+    gt = vol > 0
+    out = nf.propagate(ComponentPredictor(), vol, 5, gt[5], stop_iou=0.3)
+    np.testing.assert_array_equal(out, gt)
+    out = nf.propagate(ComponentPredictor(), vol, 5, gt[5], stop_iou=0.3, min_contrast=0.5)
+    np.testing.assert_array_equal(out[:8], gt[:8])
+    assert not out[8:].any()
+    # a contrast window whose low end is the dim level: the dim slices have no contrast left
+    out = nf.propagate(
+        ComponentPredictor(), vol, 5, gt[5], stop_iou=0.3, min_contrast=0.1,
+        contrast_limits=(300.0, 1000.0),
+    )  # fmt: skip
+    assert not out[8:].any() and out[:8].any()
 
 
 def test_clicks_from_mask_inside_and_around():

@@ -858,6 +858,27 @@ def test_propagation_stops_where_the_object_changes_too_much():
     np.testing.assert_array_equal(volume[4], disk(20, 25, r=3))
 
 
+def test_propagation_regrowth_rule_stops_at_a_touching_neighbour():
+    radii = [6, 5, 3, 5, 6]  # a nucleus narrowing to slice 2, then the next one
+    stack = np.stack([np.full((H, W), r, np.uint8) for r in radii])
+    s = SegmentationSession(stack, predictor_factory=_RadiusFromImage)
+    _predicted(s, 20, 25, (0,))
+    volume = s.compute_propagation(s.propagation_request((0,), stop_iou=0.2))
+    assert volume.any(axis=(1, 2)).all()  # IoU alone walks on into the neighbour
+    request = s.propagation_request((0,), stop_iou=0.2, regrowth=0.1, min_contrast=0.5)
+    assert (request.regrowth, request.min_contrast) == (0.1, 0.5)
+    volume = s.compute_propagation(request)
+    assert volume[:3].any(axis=(1, 2)).all() and not volume[3:].any()
+    record = s.commit_propagation(request, volume)
+    assert s.commits()[-1].propagation["regrowth"] == 0.1
+    assert s.commits()[-1].propagation["min_contrast"] == 0.5
+    assert record.label == 1
+    with pytest.raises(ValueError, match="regrowth must be positive"):
+        s.propagation_request((0,), regrowth=-1)
+    with pytest.raises(ValueError, match="min_contrast must lie"):
+        s.propagation_request((0,), min_contrast=0)
+
+
 def test_cancelling_a_propagation_gives_nothing(image):
     s = SegmentationSession(np.stack([image] * 5), predictor_factory=_small_negatives)
     _predicted(s, 20, 25, (0,))

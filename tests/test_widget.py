@@ -872,6 +872,26 @@ def test_propagation_direction_stop_marks_and_axis(make_napari_viewer):
     assert widget.session.clicks((4,)) == [SessionClick(5.0, 5.0, False)]  # the mark stays
 
 
+def test_propagation_stop_rules_come_from_the_panel(make_napari_viewer):
+    from napari_fbrs._widget.widget import CONVEX_REGROWTH
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([make_image()] * 6), name="img")
+    widget = open_widget(viewer)
+    widget.set_model(disk_net(neg_gain=2.0))
+    viewer.dims.set_current_step(0, 2)
+    widget.add_click(20, 25)
+    assert widget.min_contrast_spin.text() == "off" and not widget.convex_check.isChecked()
+    widget.convex_check.setChecked(True)
+    widget.min_contrast_spin.setValue(0.3)
+    assert widget.propagate_object() == 1
+    record = widget.session.commits()[-1].propagation
+    assert record["regrowth"] == CONVEX_REGROWTH
+    assert record["min_contrast"] == pytest.approx(0.3)
+    objects = viewer.layers[OBJECTS_LAYER]
+    assert objects.data.any(axis=(1, 2)).all()  # identical slices: no rule stops early
+
+
 def test_propagation_along_t(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.add_image(np.stack([np.stack([make_image()] * 3)] * 3), name="img")  # (t, z)

@@ -102,6 +102,8 @@ MODES = ("NoBRS", "RGB-BRS", "DistMap-BRS", "f-BRS-A", "f-BRS-B", "f-BRS-C")
 CLICK_TOLERANCE_PX = 5.0
 #: the propagation directions offered: (text, direction)
 DIRECTIONS = (("both ways", 0), ("forward (+1)", 1), ("backward (-1)", -1))
+# area regrowth of the "convex objects" stop rule (best of 0.05-0.3 on nuclei3d)
+CONVEX_REGROWTH = 0.1
 NO_CHANNEL = "—"
 
 
@@ -566,6 +568,8 @@ class FbrsWidget(QWidget):
         axis: int | None = None,
         direction: int | None = None,
         stop_iou: float | None = None,
+        regrowth: float | None = None,
+        min_contrast: float | None = None,
     ) -> int | None:
         """Carry the current slice's object through the stack and commit it on every slice
         reached (one undo step).
@@ -587,6 +591,11 @@ class FbrsWidget(QWidget):
             ``0`` both ways, ``+1`` forward, ``-1`` backward; default the panel's.
         stop_iou : float, optional
             Default the panel's *Stop IoU*.
+        regrowth : float, optional
+            Area regrowth stop rule (:func:`napari_fbrs.propagate`); default
+            :data:`CONVEX_REGROWTH` when the panel's *convex objects* box is ticked, else off.
+        min_contrast : float, optional
+            Brightness stop rule; default the panel's *Min contrast* (0 = off).
 
         Returns
         -------
@@ -603,9 +612,18 @@ class FbrsWidget(QWidget):
         axis = self.stack_axis if axis is None else int(axis)
         direction = self.direction_combo.currentData() if direction is None else direction
         stop_iou = self.stop_iou_spin.value() if stop_iou is None else float(stop_iou)
+        if regrowth is None and self.convex_check.isChecked():
+            regrowth = CONVEX_REGROWTH
+        if min_contrast is None and self.min_contrast_spin.value() > 0:
+            min_contrast = self.min_contrast_spin.value()
         try:
             request = session.propagation_request(
-                self._key, axis=axis, direction=direction, stop_iou=stop_iou
+                self._key,
+                axis=axis,
+                direction=direction,
+                stop_iou=stop_iou,
+                regrowth=regrowth,
+                min_contrast=min_contrast,
             )
         except ValueError as exc:
             _notify_warning(f"f-BRS: {exc}")
@@ -987,6 +1005,17 @@ class FbrsWidget(QWidget):
             tooltip="Propagation stops where the object's overlap (IoU) with the previous "
             "slice drops below this.",
         )  # fmt: skip
+        self.convex_check = QCheckBox("convex objects: stop where the area grows again")
+        self.convex_check.setToolTip(
+            "For nuclei and cells: once the object has shrunk along the walk, stop where "
+            f"its area grows again by more than {CONVEX_REGROWTH:.0%} (the walk entering a "
+            "touching neighbour)."
+        )
+        self.min_contrast_spin = _spin_box(
+            0.0, 1.0, 0.0, 0.05, special="off",
+            tooltip="Stop where the object's brightness above the background falls below "
+            "this fraction of the start slice's (for bright objects on a dark background).",
+        )  # fmt: skip
         self.propagate_button = QPushButton("Propagate")
         self.propagate_button.setToolTip(
             "Segment the current object on the neighbouring slices too (along the slice "
@@ -1004,6 +1033,8 @@ class FbrsWidget(QWidget):
         form.addRow("Object id", self.object_id_spin)
         form.addRow("Direction", self.direction_combo)
         form.addRow("Stop IoU", self.stop_iou_spin)
+        form.addRow(self.convex_check)
+        form.addRow("Min contrast", self.min_contrast_spin)
         form.addRow(propagate_row)
         layout.addWidget(self.stack_box)
 

@@ -61,6 +61,12 @@ def clicks_from_mask(mask: np.ndarray, n_negative: int = 4) -> list[Click]:
     return clicks
 
 
+def _grey(image: np.ndarray) -> np.ndarray:
+    """``(H, W)`` float64 intensity of a grey or RGB(A) slice (mean of the colour channels)."""
+    arr = np.asarray(image, dtype=np.float64)
+    return arr[..., :3].mean(axis=-1) if arr.ndim == 3 else arr
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
@@ -78,6 +84,8 @@ def propagate(
     stop_slices: Collection[int] = (),
     min_area_ratio: float = 0.05,
     n_negative: int = 4,
+    regrowth: float | None = None,
+    min_contrast: float | None = None,
     use_prior: bool = False,
     contrast_limits: tuple[float, float] | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -110,6 +118,15 @@ def propagate(
         Stop when the mask is smaller than this fraction of the previous slice's.
     n_negative : int
         Negative clicks around the object on each new slice (see :func:`clicks_from_mask`).
+    regrowth : float or None
+        For convex objects (nuclei, cells), whose area along the walk rises to one peak and
+        falls: once the area has fallen below ``(1 - regrowth)`` of its largest value so far,
+        stop where it grows again above ``(1 + regrowth)`` of its smallest value since (the
+        walk entering a touching neighbour). ``None``: off.
+    min_contrast : float or None
+        Stop where the object's mean intensity above the background falls below this
+        fraction of the start slice's (the walk leaving a bright object). Background: the
+        low contrast limit, else the start slice's 1st percentile. ``None``: off.
     use_prior : bool
         Also give the previous slice's mask as the starting mask to networks that take one
         (:meth:`Predictor.set_prior`; ``fbrs-lite``, RITM); others ignore it. Off by
@@ -144,6 +161,10 @@ def propagate(
         raise ValueError(f"mask shape {mask.shape} does not match a slice {tuple(spatial)}")
     if not mask.any():
         raise ValueError("the mask on the start slice is empty: nothing to propagate")
+    if regrowth is not None and not regrowth > 0:
+        raise ValueError(f"regrowth must be positive or None, got {regrowth}")
+    if min_contrast is not None and not 0 < min_contrast <= 1:
+        raise ValueError(f"min_contrast must lie in (0, 1] or be None, got {min_contrast}")
     out_shape = list(volume.shape)
     if len(slice_shape) == 3:  # drop the RGB(A) axis
         out_shape = out_shape[:-1]
@@ -158,16 +179,29 @@ def propagate(
         return np.asarray(np.take(volume, k, axis=axis))
 
     put(z, mask)
+    background = start_level = None
+    if min_contrast is not None:
+        start = _grey(get_slice(z))
+        background = (
+            float(contrast_limits[0])
+            if contrast_limits is not None
+            else float(np.nanpercentile(start, 1))
+        )
+        start_level = float(np.nanmean(start[mask])) - background
+        if not start_level > 0:  # an object no brighter than the background: rule off
+            start_level = None
     steps = (1, -1) if direction == 0 else (direction,)
     total = sum((n - 1 - z) if d > 0 else z for d in steps)
     done = 0
     for d in steps:
         prev = mask
+        largest, smallest_since = int(mask.sum()), None
         k = z + d
         while 0 <= k < n and k not in stop_slices:
             if cancel is not None and cancel():
                 return result
-            predictor.set_image(get_slice(k), contrast_limits=contrast_limits)
+            image = get_slice(k)
+            predictor.set_image(image, contrast_limits=contrast_limits)
             if use_prior:
                 predictor.set_prior(prev)
             for click in clicks_from_mask(prev, n_negative):
@@ -176,9 +210,21 @@ def propagate(
             done += 1
             if progress is not None:
                 progress(done, total)
-            if current.sum() < min_area_ratio * prev.sum() or _iou(current, prev) < stop_iou:
+            area = int(current.sum())
+            if area < min_area_ratio * prev.sum() or _iou(current, prev) < stop_iou:
                 break
+            if regrowth is not None and smallest_since is not None:
+                if area > (1 + regrowth) * smallest_since:
+                    break
+            if start_level is not None and background is not None:
+                level = float(np.nanmean(_grey(image)[current])) - background if area else 0.0
+                if level < min_contrast * start_level:
+                    break
             put(k, current)
             prev = current
+            if area > largest:
+                largest, smallest_since = area, None
+            elif smallest_since is not None or area < (1 - (regrowth or 0)) * largest:
+                smallest_since = area if smallest_since is None else min(smallest_since, area)
             k += d
     return result

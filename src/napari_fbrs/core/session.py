@@ -152,6 +152,8 @@ class PropagationRequest:
     stop_slices : tuple of int
         Indices along ``axis`` that are not entered (slices whose clicks are all
         negative: the user's stop marks).
+    regrowth, min_contrast : float or None
+        The optional stop rules of :func:`napari_fbrs.core.propagation.propagate`.
     """
 
     key: SliceKey
@@ -163,6 +165,8 @@ class PropagationRequest:
     stop_iou: float = 0.5
     stop_slices: tuple[int, ...] = ()
     gen: int = field(default=0, repr=False)
+    regrowth: float | None = None
+    min_contrast: float | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -236,7 +240,8 @@ class CommittedObject:
     keys : tuple of SliceKey
         The slices the commit wrote on, ascending.
     propagation : dict or None
-        A propagation's ``axis``, ``direction``, ``stop_iou`` and ``stop_slices``.
+        A propagation's ``axis``, ``direction``, ``stop_iou``, ``stop_slices``,
+        ``regrowth`` and ``min_contrast``.
     """
 
     key: SliceKey
@@ -308,7 +313,7 @@ class _Commit:
     # (M,) intp per labels axis: pixels of ``label`` set to 0 (replaced), disjoint from where
     cleared: tuple[np.ndarray, ...] | None = None
     keys: frozenset = frozenset()  # the slices the commit wrote on
-    # a propagation's axis, direction, stop_iou and stop_slices (to replay it), else None
+    # a propagation's settings (axis, direction, stop rules; to replay it), else None
     propagation: dict | None = None
 
     def describe(self) -> str:
@@ -1503,6 +1508,8 @@ class SegmentationSession:
         direction: int = 0,
         stop_iou: float = 0.5,
         stop_slices: Iterable[int] | None = None,
+        regrowth: float | None = None,
+        min_contrast: float | None = None,
     ) -> PropagationRequest:
         """Snapshot slice ``key``'s object for :meth:`compute_propagation` (main thread).
 
@@ -1520,12 +1527,18 @@ class SegmentationSession:
         stop_slices : iterable of int, optional
             Indices along ``axis`` not to enter; default :meth:`stop_slices` (the slices
             of the line whose clicks are all negative).
+        regrowth : float, optional
+            Stop where a convex object's area grows again (see
+            :func:`napari_fbrs.core.propagation.propagate`); ``None``: off.
+        min_contrast : float, optional
+            Stop where the object's brightness above the background falls below this
+            fraction of the start slice's; ``None``: off.
 
         Raises
         ------
         ValueError
-            A 2D image, an axis that is not a slice axis, a bad direction or stop_iou, or
-            no up-to-date non-empty mask on ``key``.
+            A 2D image, an axis that is not a slice axis, a bad direction, stop_iou,
+            regrowth or min_contrast, or no up-to-date non-empty mask on ``key``.
         """
         key = self.check_key(key)
         if not self.stack_shape:
@@ -1537,6 +1550,10 @@ class SegmentationSession:
         stop_iou = float(stop_iou)
         if not 0.0 <= stop_iou <= 1.0:
             raise ValueError(f"stop_iou must lie in [0, 1], got {stop_iou}")
+        if regrowth is not None and not float(regrowth) > 0:
+            raise ValueError(f"regrowth must be positive or None, got {regrowth}")
+        if min_contrast is not None and not 0 < float(min_contrast) <= 1:
+            raise ValueError(f"min_contrast must lie in (0, 1] or be None, got {min_contrast}")
         if stop_slices is None:
             stops = self.stop_slices(key, axis)
         else:
@@ -1552,6 +1569,8 @@ class SegmentationSession:
             stop_iou,
             stops,
             self._input_gen,
+            regrowth=None if regrowth is None else float(regrowth),
+            min_contrast=None if min_contrast is None else float(min_contrast),
         )
 
     def compute_propagation(
@@ -1604,6 +1623,8 @@ class SegmentationSession:
             direction=request.direction,
             stop_iou=request.stop_iou if stop_iou is None else float(stop_iou),
             stop_slices=request.stop_slices,
+            regrowth=request.regrowth,
+            min_contrast=request.min_contrast,
             contrast_limits=limits,
             progress=progress,
             cancel=cancel,
@@ -1682,6 +1703,8 @@ class SegmentationSession:
                 "direction": request.direction,
                 "stop_iou": request.stop_iou,
                 "stop_slices": request.stop_slices,
+                "regrowth": request.regrowth,
+                "min_contrast": request.min_contrast,
             },
         )
 
