@@ -73,7 +73,7 @@ CHECKPOINTS: dict[str, CheckpointInfo] = {
             None,
             None,
             8.0,
-            "bundled: EfficientNet-Lite0 DeepLabV3+-style net trained by napari-fbrs",
+            "bundled (version 2): EfficientNet-Lite0 DeepLabV3+-style net trained by napari-fbrs",
         ),
         CheckpointInfo(
             "resnet34_dh128_sbd",
