@@ -37,6 +37,7 @@ def main() -> None:
         "--first-click-crop", type=int, default=None, help="ZoomIn first_click_crop (pixels)"
     )
     ap.add_argument("--prob-thresh", type=float, default=0.49, help="Predictor prob_thresh")
+    ap.add_argument("--extra-positive", type=int, default=0, help="propagate(n_extra_positive=...)")
     ap.add_argument("--regrowth", type=float, default=None, help="propagate(regrowth=...)")
     ap.add_argument("--min-contrast", type=float, default=None, help="propagate(min_contrast=...)")
     ap.add_argument(
@@ -96,6 +97,7 @@ def main() -> None:
                 mask,
                 stop_iou=args.stop_iou,
                 use_prior=args.prior,
+                n_extra_positive=args.extra_positive,
                 regrowth=args.regrowth,
                 min_contrast=args.min_contrast,
                 contrast_limits=(lo, hi),
@@ -126,6 +128,7 @@ def main() -> None:
         "first_click_crop": args.first_click_crop,
         "prior": args.prior,
         "prob_thresh": args.prob_thresh,
+        "extra_positive": args.extra_positive,
         "regrowth": args.regrowth,
         "min_contrast": args.min_contrast,
         "from_gt": args.from_gt,

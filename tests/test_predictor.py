@@ -213,6 +213,11 @@ def test_view_helpers():
     assert view_size((0, 99, 0, 199), True, 400, None) == (200, 400)
     assert view_size((0, 99, 0, 199), False, 400, 100) == (50, 100)
     assert view_size((0, 0, 0, 15), True, 8, None) == (1, 8)  # never 0 pixels high
+    # small whole-image views are enlarged to min_size; ZoomIn crops keep the target size
+    assert view_size((0, 47, 0, 63), False, 400, None, 256) == (192, 256)
+    assert view_size((0, 47, 0, 63), True, 400, None, 256) == (300, 400)
+    assert view_size((0, 299, 0, 399), False, 400, None, 256) == (300, 400)
+    assert view_size((0, 47, 0, 63), False, 400, 128, 128) == (96, 128)
     (c,) = clicks_to_view([nf.Click(10, 20, True)], (10, 29, 20, 59), (40, 80))
     assert (c.y, c.x) == (0.0, 0.0)
     assert bbox_iou((0, 9, 0, 9), (0, 9, 0, 9)) == 1.0
@@ -354,3 +359,33 @@ def test_bad_prior_mask_is_refused_and_changes_nothing(prior, message):
     with pytest.raises(ValueError, match=message):
         p.set_prior(prior)
     assert p._prior is not None and p._prior.min() == 1.0  # the earlier prior stays
+
+
+# -- small images ------------------------------------------------------------------------------
+@pytest.mark.parametrize("side", [48, 96])
+def test_small_images_are_enlarged_for_the_network(side):
+    net = nf.load_model("fbrs-lite", device="cpu")
+    yy, xx = np.mgrid[:side, :side]
+    disk = (yy - side / 2) ** 2 + (xx - side / 2) ** 2 < (side / 4) ** 2
+    image = np.where(disk, 220, 30).astype(np.uint8)
+    p = nf.Predictor(net, mode="f-BRS-B", device="cpu")
+    assert p.min_size == nf.core.predictor.MIN_VIEW_SIZE == 256
+    p.set_image(image)
+    prob = p.add_click(side // 2, side // 2)
+    assert prob.shape == (side, side)
+    iou = (p.mask & disk).sum() / (p.mask | disk).sum()
+    assert iou > 0.9
+    # seen at its own size, the bundled model finds nothing there
+    raw = nf.Predictor(net, mode="f-BRS-B", device="cpu", min_size=None)
+    raw.set_image(image)
+    raw.add_click(side // 2, side // 2)
+    assert raw.mask.sum() < 0.2 * disk.sum()
+
+
+def test_min_size_is_checked_and_a_smaller_max_size_wins():
+    from napari_fbrs.core.testing import TinyNet
+
+    with pytest.raises(ValueError, match="min_size must be at least 16"):
+        nf.Predictor(TinyNet().eval(), mode="NoBRS", device="cpu", min_size=8)
+    p = nf.Predictor(TinyNet().eval(), mode="NoBRS", device="cpu", max_size=128)
+    assert p.min_size == 128

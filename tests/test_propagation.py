@@ -144,6 +144,23 @@ def test_bad_arguments_are_explained(kwargs, message):
         nf.propagate(ComponentPredictor(), vol, args.pop("z"), args.pop("mask"), **args)
 
 
+def test_extra_positive_clicks_lie_inside_towards_the_edges():
+    mask = np.zeros((30, 30), bool)
+    mask[5:25, 8:20] = True
+    clicks = clicks_from_mask(mask, n_negative=0, n_extra_positive=4)
+    assert len(clicks) == 5 and all(c.positive and mask[int(c.y), int(c.x)] for c in clicks)
+    first = clicks[0]
+    # right, left, down, up of the first click, each half-way to the mask's edge
+    assert clicks[1].y == first.y and clicks[1].x > first.x
+    assert clicks[2].y == first.y and clicks[2].x < first.x
+    assert clicks[3].x == first.x and clicks[3].y > first.y
+    assert clicks[4].x == first.x and clicks[4].y < first.y
+    tiny = np.zeros((9, 9), bool)
+    tiny[4, 4] = True  # no room for more: only the first click
+    assert len(clicks_from_mask(tiny, n_negative=0, n_extra_positive=4)) == 1
+    assert len(clicks_from_mask(mask, n_negative=0, n_extra_positive=2)) == 3
+
+
 def test_regrowth_stops_where_a_touching_neighbour_begins():
     # two balls stacked along z, centred on the same pixel: A around slice 5, B around 13;
     # their cross-sections shrink to one small disk at slice 9 and grow again after it

@@ -163,6 +163,12 @@ def test_the_manifest_opens_the_widget_with_its_three_layers(viewer2d):
 def test_the_widget_reuses_existing_layers_and_their_clicks(viewer2d):
     objects = viewer2d.add_labels(np.zeros((H, W), np.uint16), name=OBJECTS_LAYER)
     objects.data[0, 0] = 4
+    # a clear object under the old click: the taken-over clicks are predicted with the
+    # model the widget starts with (the bundled one), before open_widget sets the test's
+    yy, xx = np.mgrid[:H, :W]
+    viewer2d.layers["img"].data = np.where((yy - 20) ** 2 + (xx - 30) ** 2 < 64, 220, 30).astype(
+        np.uint8
+    )
     points = viewer2d.add_points(
         np.array([[20.0, 30.0]]), name=CLICKS_LAYER, features={"positive": [True]}
     )

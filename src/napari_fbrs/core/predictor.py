@@ -51,6 +51,10 @@ _DEFAULT_NET_CLICKS = {
 # recomputed when undo/redo reaches them, so memory does not grow with the session
 FULL_STATES = 32
 
+#: smallest longer side of a whole-image view (smaller images are enlarged to it); the
+#: benchmark images (GrabCut, Berkeley, DAVIS, SBD, the conformance fixtures) are larger
+MIN_VIEW_SIZE = 256
+
 
 @dataclass(frozen=True)
 class _State:
@@ -101,6 +105,12 @@ class Predictor:
         Stop optimising once the mask changes by less than this IoU between evaluations.
     lbfgs_m : int
         L-BFGS memory.
+    min_size : int or None
+        Whole-image views whose longer side is shorter than this are enlarged to it
+        (:data:`MIN_VIEW_SIZE` by default): the networks see too little on tiny images
+        (``fbrs-lite`` finds nothing in a 96-pixel image, a 128-pixel one works). ZoomIn
+        crops are always resized to ``target_size``; a smaller ``max_size`` wins. ``None``:
+        images as they are.
 
     Examples
     --------
@@ -126,6 +136,7 @@ class Predictor:
         bias_reg_weight: float = 10.0,
         min_iou_diff: float = 0.01,
         lbfgs_m: int = 20,
+        min_size: int | None = MIN_VIEW_SIZE,
     ):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -140,6 +151,9 @@ class Predictor:
             raise ValueError(f"prob_thresh must lie in (0, 1), got {prob_thresh}")
         if max_size is not None and max_size < 16:
             raise ValueError(f"max_size must be at least 16 pixels, got {max_size}")
+        if min_size is not None and min_size < 16:
+            raise ValueError(f"min_size must be at least 16 pixels, got {min_size}")
+
         if lbfgs_maxfun < 1:
             raise ValueError(f"lbfgs_maxfun must be >= 1, got {lbfgs_maxfun}")
         if net_clicks_limit is not None and net_clicks_limit < 1:
@@ -151,6 +165,8 @@ class Predictor:
         self.zoom_in = zoom_in
         self.prob_thresh = float(prob_thresh)
         self.max_size = max_size
+        # a longest-side limit below it wins: both bound the same side
+        self.min_size = min(min_size, max_size) if min_size and max_size else min_size
         self.net_clicks_limit = (
             _DEFAULT_NET_CLICKS[mode] if net_clicks_limit is None else int(net_clicks_limit)
         )
@@ -370,6 +386,7 @@ class Predictor:
             roi is not None,
             self.zoom_in.target_size if self.zoom_in else None,
             self.max_size,
+            self.min_size,
         )
         identity = roi is None and size == (h, w)
         image = self._view(view_roi, size)

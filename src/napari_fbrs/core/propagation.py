@@ -20,7 +20,9 @@ from napari_fbrs.core.clicks import Click
 __all__ = ["propagate", "clicks_from_mask"]
 
 
-def clicks_from_mask(mask: np.ndarray, n_negative: int = 4) -> list[Click]:
+def clicks_from_mask(
+    mask: np.ndarray, n_negative: int = 4, n_extra_positive: int = 0
+) -> list[Click]:
     """Clicks that describe ``mask`` to the predictor of a neighbouring slice.
 
     Parameters
@@ -29,18 +31,32 @@ def clicks_from_mask(mask: np.ndarray, n_negative: int = 4) -> list[Click]:
         ``(H, W)`` bool, not empty.
     n_negative : int
         Negative clicks placed around the object (0 for none).
+    n_extra_positive : int
+        Up to 4 more positive clicks, half-way from the first one to the mask's edge
+        (right, left, down, up), telling the predictor how far the object reaches.
 
     Returns
     -------
     list of Click
-        First the positive click at the pixel farthest from the mask's border, then up to
-        ``n_negative`` negative clicks at a margin outside the object (left, right, top,
-        bottom of its centre), skipping those that fall off the image.
+        First the positive click at the pixel farthest from the mask's border, then the
+        extra positive clicks that fall inside the mask, then up to ``n_negative`` negative
+        clicks at a margin outside the object (left, right, top, bottom of its centre),
+        skipping those that fall off the image.
     """
     h, w = mask.shape
     dist = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
     clicks = [Click(float(y), float(x), True)]
+    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0))[: max(0, n_extra_positive)]:
+        reach = 0  # pixels the mask extends from (y, x) in this direction
+        while (
+            0 <= y + dy * (reach + 1) < h
+            and 0 <= x + dx * (reach + 1) < w
+            and mask[y + dy * (reach + 1), x + dx * (reach + 1)]
+        ):
+            reach += 1
+        if reach >= 2:
+            clicks.append(Click(float(y + dy * (reach // 2)), float(x + dx * (reach // 2)), True))
     if n_negative <= 0:
         return clicks
     rows = np.flatnonzero(mask.any(axis=1))
@@ -84,6 +100,7 @@ def propagate(
     stop_slices: Collection[int] = (),
     min_area_ratio: float = 0.05,
     n_negative: int = 4,
+    n_extra_positive: int = 0,
     regrowth: float | None = None,
     min_contrast: float | None = None,
     use_prior: bool = False,
@@ -118,6 +135,8 @@ def propagate(
         Stop when the mask is smaller than this fraction of the previous slice's.
     n_negative : int
         Negative clicks around the object on each new slice (see :func:`clicks_from_mask`).
+    n_extra_positive : int
+        Extra positive clicks inside the object on each new slice (0-4, same function).
     regrowth : float or None
         For convex objects (nuclei, cells), whose area along the walk rises to one peak and
         falls: once the area has fallen below ``(1 - regrowth)`` of its largest value so far,
@@ -204,7 +223,7 @@ def propagate(
             predictor.set_image(image, contrast_limits=contrast_limits)
             if use_prior:
                 predictor.set_prior(prev)
-            for click in clicks_from_mask(prev, n_negative):
+            for click in clicks_from_mask(prev, n_negative, n_extra_positive):
                 predictor.add_click(click.y, click.x, click.positive)
             current = predictor.mask.copy()
             done += 1

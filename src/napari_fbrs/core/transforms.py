@@ -175,17 +175,25 @@ def bbox_iou(a: Roi, b: Roi) -> float:
 
 
 def view_size(
-    roi: Roi, zoomed: bool, target_size: int | None, max_size: int | None
+    roi: Roi,
+    zoomed: bool,
+    target_size: int | None,
+    max_size: int | None,
+    min_size: int | None = None,
 ) -> tuple[int, int]:
     """Size ``(h, w)`` the network sees for ``roi``.
 
-    A ZoomIn crop is resized so that its longer side is ``target_size``; any view whose
-    longer side exceeds ``max_size`` is shrunk to it.
+    A ZoomIn crop is resized so that its longer side is ``target_size``; any other view
+    whose longer side is below ``min_size`` is enlarged to it; any view whose longer side
+    exceeds ``max_size`` is shrunk to it.
     """
     h, w = roi[1] - roi[0] + 1, roi[3] - roi[2] + 1
     if zoomed and target_size is not None:
         scale = target_size / max(h, w)
         # at least one pixel: a 1-pixel-high crop of a thin image would round to 0
+        h, w = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    elif min_size is not None and max(h, w) < min_size:
+        scale = min_size / max(h, w)
         h, w = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
     if max_size is not None and max(h, w) > max_size:
         scale = max_size / max(h, w)
