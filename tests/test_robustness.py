@@ -578,8 +578,9 @@ def test_a_thousand_clicks_in_a_session(net):
 @pytest.mark.parametrize("mode", ["NoBRS", "RGB-BRS"])
 def test_the_predictor_history_is_bounded(net, mode):
     zoom = nf.ZoomIn(target_size=64, min_crop_size=16)
+    # min_size off: views stay at most 64 px, so map_bytes bounds a state's arrays
     p = Predictor(net, mode=mode, device="cpu", with_flip=False, lbfgs_maxfun=2, zoom_in=zoom,
-                  net_clicks_limit=4)  # fmt: skip
+                  net_clicks_limit=4, min_size=None)  # fmt: skip
     p.set_image(np.zeros((64, 64), np.uint8))
     rng = np.random.default_rng(0)
     sizes = []

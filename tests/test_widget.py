@@ -83,8 +83,17 @@ def make_image(shape=(H, W)):
 def open_widget(viewer, **settings) -> FbrsWidget:
     _, widget = viewer.window.add_plugin_dock_widget("napari-fbrs", "f-BRS")
     widget.set_model(disk_net())
+    # min_size 0: the test networks draw disks of a radius in view pixels, so views stay
+    # at the image's size
     widget.configure(
-        **{"mode": "NoBRS", "zoom_in": False, "device": "cpu", "with_flip": False, **settings}
+        **{
+            "mode": "NoBRS",
+            "zoom_in": False,
+            "device": "cpu",
+            "with_flip": False,
+            "min_size": 0,
+            **settings,
+        }
     )
     return widget
 
@@ -408,6 +417,15 @@ def test_the_threshold_slider_rethresholds_without_recomputing(viewer2d, monkeyp
     assert widget.session.prob_thresh == 0.01 and widget.thresh_label.text() == "0.01"
 
 
+def test_the_smallest_side_default_is_the_predictors(viewer2d):
+    from napari_fbrs._widget.widget import PredictorSettings
+    from napari_fbrs.core.transforms import MIN_VIEW_SIZE
+
+    assert PredictorSettings().min_size == MIN_VIEW_SIZE  # kept apart to avoid torch at import
+    _, widget = viewer2d.window.add_plugin_dock_widget("napari-fbrs", "f-BRS")
+    assert widget.min_size_spin.value() == MIN_VIEW_SIZE
+
+
 def test_settings_apply_from_the_next_object(viewer2d):
     widget = open_widget(viewer2d)
     widget.add_click(20, 30)
@@ -438,6 +456,11 @@ def test_settings_apply_from_the_next_object(viewer2d):
     assert widget.zoom_first_crop_spin.text() == "32"
     widget.configure(zoom_first_click_crop=0)
     assert widget.zoom_first_crop_spin.text() == "off"
+    assert p.min_size is None and widget.min_size_spin.text() == "off"  # open_widget's 0
+    widget.configure(min_size=128)
+    widget.finish_object()
+    widget.add_click(40, 50)
+    assert widget.predictor.min_size == 128
     widget.finish_object()
     widget.add_click(40, 50)
     assert widget.predictor.zoom_in.first_click_crop is None

@@ -135,6 +135,8 @@ class PredictorSettings:
         image). For small objects such as nuclei, a few object diameters (e.g. 128).
     max_size : int
         Longest side (pixels) of what the network sees; 0: no limit.
+    min_size : int
+        Smaller images are enlarged to this longest side for the network; 0: never.
     with_flip : bool
         Average with the horizontally flipped prediction.
     prob_thresh : float
@@ -154,6 +156,7 @@ class PredictorSettings:
     zoom_min_crop: int = 200
     zoom_first_click_crop: int = 0
     max_size: int = 0
+    min_size: int = 256  # the predictor's MIN_VIEW_SIZE (its module imports torch)
     with_flip: bool = True
     prob_thresh: float = 0.49
 
@@ -807,6 +810,7 @@ class FbrsWidget(QWidget):
             "zoom_min_crop": self.zoom_min_crop_spin.setValue,
             "zoom_first_click_crop": self.zoom_first_crop_spin.setValue,
             "max_size": self.max_size_spin.setValue,
+            "min_size": self.min_size_spin.setValue,
             "with_flip": self.flip_check.setChecked,
             "prob_thresh": lambda v: self.thresh_slider.setValue(int(round(v * 100))),
         }
@@ -904,7 +908,13 @@ class FbrsWidget(QWidget):
         form.addRow("BRS mode", self.mode_combo)
         form.addRow("Network clicks", self.net_clicks_spin)
         form.addRow("L-BFGS evaluations", self.lbfgs_spin)
+        self.min_size_spin = _spin_box(
+            0, 2048, PredictorSettings.min_size, 32, "off",
+            "Smaller images are enlarged to this longest side for the network (it sees "
+            "too little in tiny images).",
+        )  # fmt: skip
         form.addRow("Longest side", self.max_size_spin)
+        form.addRow("Smallest side", self.min_size_spin)
         form.addRow(self.flip_check)
         self.zoom_group = QGroupBox("ZoomIn")
         self.zoom_group.setCheckable(True)
@@ -1074,6 +1084,7 @@ class FbrsWidget(QWidget):
             self.lbfgs_spin.valueChanged,
             self.flip_check.toggled,
             self.max_size_spin.valueChanged,
+            self.min_size_spin.valueChanged,
             self.zoom_group.toggled,
             self.zoom_skip_spin.valueChanged,
             self.zoom_target_spin.valueChanged,
@@ -1113,6 +1124,7 @@ class FbrsWidget(QWidget):
             zoom_min_crop=self.zoom_min_crop_spin.value(),
             zoom_first_click_crop=self.zoom_first_crop_spin.value(),
             max_size=self.max_size_spin.value(),
+            min_size=self.min_size_spin.value(),
             with_flip=self.flip_check.isChecked(),
             prob_thresh=self.thresh_slider.value() / 100.0,
         )
@@ -2245,6 +2257,7 @@ class FbrsWidget(QWidget):
             max_size=s.max_size or None,
             lbfgs_maxfun=s.lbfgs_maxfun,
             net_clicks_limit=s.net_clicks or None,
+            min_size=s.min_size or None,
         )
 
     def _load_net(self, model: Any, device: str) -> Any:

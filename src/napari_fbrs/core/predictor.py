@@ -30,7 +30,7 @@ from napari_fbrs.core.clicks import Click, clicks_to_points
 from napari_fbrs.core.image import ImageSource
 from napari_fbrs.core.models.base import InteractiveNet
 from napari_fbrs.core.models.registry import resolve_device
-from napari_fbrs.core.transforms import Roi, ZoomIn, clicks_to_view, view_size
+from napari_fbrs.core.transforms import MIN_VIEW_SIZE, Roi, ZoomIn, clicks_to_view, view_size
 
 __all__ = ["MODES", "Predictor"]
 
@@ -50,10 +50,6 @@ _DEFAULT_NET_CLICKS = {
 # side of the current one; states further away keep only their clicks and crop and are
 # recomputed when undo/redo reaches them, so memory does not grow with the session
 FULL_STATES = 32
-
-#: smallest longer side of a whole-image view (smaller images are enlarged to it); the
-#: benchmark images (GrabCut, Berkeley, DAVIS, SBD, the conformance fixtures) are larger
-MIN_VIEW_SIZE = 256
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,10 @@ import numpy as np
 
 from napari_fbrs.core.clicks import Click
 
+#: smallest longer side of a whole-image view (smaller images are enlarged to it); the
+#: benchmark images (GrabCut, Berkeley, DAVIS, SBD, the conformance fixtures) are larger
+MIN_VIEW_SIZE = 256
+
 __all__ = ["ZoomIn", "Roi", "bbox_iou", "click_crop", "object_roi", "view_size", "clicks_to_view"]
 
 Roi = tuple[int, int, int, int]  # rmin, rmax, cmin, cmax (inclusive)
