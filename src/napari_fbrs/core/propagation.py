@@ -5,7 +5,9 @@ clicks derived from the previous slice's mask: a positive click at its most inte
 point and negative clicks on a ring around it, so BRS pulls the prediction towards an
 object of about the same place and size. Propagation in one direction stops when the
 object vanishes, when it changes too much (IoU with the previous slice below
-``stop_iou``), at a slice the caller marks as a stop, or at the end of the stack.
+``stop_iou``), at a slice the caller marks as a stop, or at the end of the stack; optionally
+also where a convex object's area grows again after shrinking (``regrowth``: the walk
+entering a touching neighbour) or where it dims (``min_contrast``).
 """
 
 from __future__ import annotations
