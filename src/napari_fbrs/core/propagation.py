@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 
 from napari_fbrs.core.clicks import Click
 
-__all__ = ["propagate", "clicks_from_mask"]
+__all__ = ["propagate", "clicks_from_mask", "check_stop_rules"]
 
 
 def clicks_from_mask(
@@ -77,6 +77,15 @@ def clicks_from_mask(
         if 0 <= iy < h and 0 <= ix < w and not mask[iy, ix]:
             clicks.append(Click(float(iy), float(ix), False))
     return clicks
+
+
+def check_stop_rules(regrowth: float | None, min_contrast: float | None) -> None:
+    """Raise ``ValueError`` for a ``regrowth`` that is not positive or a ``min_contrast``
+    outside ``(0, 1]`` (``None`` turns either rule off)."""
+    if regrowth is not None and not float(regrowth) > 0:
+        raise ValueError(f"regrowth must be positive or None, got {regrowth}")
+    if min_contrast is not None and not 0 < float(min_contrast) <= 1:
+        raise ValueError(f"min_contrast must lie in (0, 1] or be None, got {min_contrast}")
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -182,10 +191,7 @@ def propagate(
         raise ValueError(f"mask shape {mask.shape} does not match a slice {tuple(spatial)}")
     if not mask.any():
         raise ValueError("the mask on the start slice is empty: nothing to propagate")
-    if regrowth is not None and not regrowth > 0:
-        raise ValueError(f"regrowth must be positive or None, got {regrowth}")
-    if min_contrast is not None and not 0 < min_contrast <= 1:
-        raise ValueError(f"min_contrast must lie in (0, 1] or be None, got {min_contrast}")
+    check_stop_rules(regrowth, min_contrast)
     out_shape = list(volume.shape)
     if len(slice_shape) == 3:  # drop the RGB(A) axis
         out_shape = out_shape[:-1]
@@ -237,15 +243,16 @@ def propagate(
             if regrowth is not None and smallest_since is not None:
                 if area > (1 + regrowth) * smallest_since:
                     break
-            if start_level is not None and background is not None:
+            if start_level is not None:
                 level = float(np.nanmean(_grey(image)[current])) - background if area else 0.0
                 if level < min_contrast * start_level:
                     break
             put(k, current)
             prev = current
-            if area > largest:
-                largest, smallest_since = area, None
-            elif smallest_since is not None or area < (1 - (regrowth or 0)) * largest:
-                smallest_since = area if smallest_since is None else min(smallest_since, area)
+            if regrowth is not None:  # follow the area's peak and the low after it
+                if area > largest:
+                    largest, smallest_since = area, None
+                elif smallest_since is not None or area < (1 - regrowth) * largest:
+                    smallest_since = area if smallest_since is None else min(smallest_since, area)
             k += d
     return result

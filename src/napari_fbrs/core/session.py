@@ -1550,10 +1550,9 @@ class SegmentationSession:
         stop_iou = float(stop_iou)
         if not 0.0 <= stop_iou <= 1.0:
             raise ValueError(f"stop_iou must lie in [0, 1], got {stop_iou}")
-        if regrowth is not None and not float(regrowth) > 0:
-            raise ValueError(f"regrowth must be positive or None, got {regrowth}")
-        if min_contrast is not None and not 0 < float(min_contrast) <= 1:
-            raise ValueError(f"min_contrast must lie in (0, 1] or be None, got {min_contrast}")
+        from napari_fbrs.core.propagation import check_stop_rules
+
+        check_stop_rules(regrowth, min_contrast)
         if stop_slices is None:
             stops = self.stop_slices(key, axis)
         else:

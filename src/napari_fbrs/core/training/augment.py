@@ -1,4 +1,4 @@
-"""Training augmentations: rescale, flip, crop to a fixed size, photometric changes.
+"""Training augmentations: scaled crop window, flip, photometric changes.
 
 Images are ``(H, W, 3)`` RGB, uint8 or float in ``[0, 1]``; targets are ``(H, W)`` uint8 with
 0 background, 1 object, :data:`~napari_fbrs.core.training.clicks_sim.IGNORE` ignored.
@@ -14,7 +14,7 @@ from napari_fbrs.core.training.clicks_sim import IGNORE
 # largest image-based scale, in crops per longer image side
 IMAGE_SCALE_MAX = 2.0
 
-__all__ = ["augment", "photometric", "rescale", "scaled_window"]
+__all__ = ["augment", "photometric", "scaled_window"]
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -23,29 +23,13 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def rescale(image: np.ndarray, target: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Resize by ``factor``: bilinear for the image, nearest for the target.
-
-    ``image`` is ``(H, W, 3)`` uint8 or float in ``[0, 1]``; it comes back as uint8.
-    """
-    image = _to_uint8(image)
-    if abs(factor - 1.0) < 1e-3:
-        return image, target
-    from PIL import Image
-
-    h, w = target.shape
-    size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    out_i = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-    out_t = np.asarray(Image.fromarray(target).resize(size, Image.NEAREST))
-    return out_i, out_t
-
-
 def scaled_window(
     image: np.ndarray,
     target: np.ndarray,
     crop: int,
     factor: float,
     rng: np.random.Generator,
+    object_pixels: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A ``crop x crop`` window of the image scaled by ``factor`` around a random object pixel.
 
@@ -65,6 +49,8 @@ def scaled_window(
         Output pixels per input pixel.
     rng : np.random.Generator
         Source of randomness.
+    object_pixels : (ys, xs), optional
+        ``np.nonzero(target == 1)`` when the caller has it already.
 
     Returns
     -------
@@ -78,7 +64,7 @@ def scaled_window(
     image = _to_uint8(image)
     h, w = target.shape
     side = crop / factor  # window side in input pixels
-    ys, xs = np.nonzero(target == 1)
+    ys, xs = np.nonzero(target == 1) if object_pixels is None else object_pixels
     if len(ys):
         i = int(rng.integers(len(ys)))
         cy, cx = float(ys[i]) + 0.5, float(xs[i]) + 0.5
@@ -170,7 +156,7 @@ def augment(
     else:
         factor = rng.uniform(0.9, IMAGE_SCALE_MAX) * crop / max(h, w)
     factor = float(np.clip(factor, 0.2, 4.0))
-    image, target = scaled_window(image, target, crop, factor, rng)
+    image, target = scaled_window(image, target, crop, factor, rng, (ys, xs))
     if rng.random() < 0.5:
         image, target = image[:, ::-1], target[:, ::-1]
     if vertical_flip and rng.random() < 0.5:
