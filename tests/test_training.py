@@ -141,6 +141,41 @@ def test_synthetic_scenes_are_reproducible():
     np.testing.assert_array_equal(a[1], b[1])
 
 
+@pytest.mark.parametrize("kind", ["shapes", "cells", "stack"])
+def test_synthetic_scene_kinds(kind):
+    from napari_fbrs.core.training.synthetic import synthetic_scene
+
+    image, labels = synthetic_scene(np.random.default_rng(3), (96, 112), kind)
+    again = synthetic_scene(np.random.default_rng(3), (96, 112), kind)
+    assert image.shape == (96, 112, 3) and image.dtype == np.float32
+    assert 0 <= image.min() and image.max() <= 1
+    assert labels.shape == (96, 112) and np.issubdtype(labels.dtype, np.integer)
+    np.testing.assert_array_equal(labels, again[1])
+    assert len(np.unique(labels)) >= 3  # crowded scenes: several objects
+    if kind != "shapes":  # fluorescence: the objects are brighter than the background
+        grey = image.max(axis=2)
+        assert grey[labels > 0].mean() > grey[labels == 0].mean() + 0.1
+
+
+def test_stack_scenes_have_small_faint_nucleus_ends():
+    """Slices cut some nuclei near their ends: the cross-sections vary widely in area."""
+    from napari_fbrs.core.training.synthetic import synthetic_scene
+
+    areas = []
+    for i in range(6):
+        _, labels = synthetic_scene(np.random.default_rng([11, i]), (128, 128), "stack")
+        counts = np.bincount(labels.ravel())[1:]
+        areas += list(counts[counts > 0])
+    assert np.percentile(areas, 90) > 4 * np.percentile(areas, 10)
+
+
+def test_synthetic_scene_rejects_unknown_kind():
+    from napari_fbrs.core.training.synthetic import synthetic_scene
+
+    with pytest.raises(ValueError, match="kind must be one of 'shapes', 'cells', 'stack'"):
+        synthetic_scene(np.random.default_rng(0), (32, 32), "blobs")
+
+
 def test_samples_do_not_depend_on_loader_order():
     from napari_fbrs.core.training.data import TrainingData
     from napari_fbrs.core.training.loop import _Samples

@@ -9,7 +9,9 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 nproc
 python3 -c "import torch, scipy, skimage, PIL; print('torch', torch.__version__, torch.cuda.is_available())"
 workers=$(( $(nproc) > 2 ? $(nproc) - 1 : 1 ))
-python3 -m napari_fbrs train --data .trainpack/coco,.trainpack/synth --out "$OUT/run" \
+data=.trainpack/coco,.trainpack/synth
+if [ -d .trainpack/stack ]; then data="$data,.trainpack/stack"; fi
+python3 -m napari_fbrs train --data "$data" --out "$OUT/run" \
   --init "${2:-fbrs-lite}" --device cuda --batch-size 32 --crop 320 --lr "${3:-3e-4}" \
   --steps 20000 --workers "$workers" --time-limit "${1:-420}" --checkpoint-every 2000 \
   --log-every 100 --keep-snapshots 2

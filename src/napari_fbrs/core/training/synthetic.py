@@ -5,7 +5,11 @@ Two kinds of scene, both drawn with plain numpy/scipy:
 * ``"shapes"``: textured, overlapping ellipses, polygons, stars and blobs on a textured
   background, in colour or grey;
 * ``"cells"``: crowded cell- or nucleus-like blobs with inner texture, microscope blur,
-  uneven illumination and shot/read noise, grey, fluorescence-coloured or stained.
+  uneven illumination and shot/read noise, grey, fluorescence-coloured or stained;
+* ``"stack"``: one z-slice of a crowded 3D stack of ellipsoidal nuclei, blurred more
+  along z than in the plane (so nuclei just above or below the slice leave out-of-focus
+  haze, and the ends of a nucleus are small and faint); the labels are the nuclei's
+  cross-sections at that slice, as in a slice of a 3D label image.
 
 The target is one object's visible part (later objects occlude earlier ones).
 """
@@ -15,7 +19,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["synthetic_sample"]
+__all__ = ["SCENE_KINDS", "synthetic_sample", "synthetic_scene"]
+
+#: scene kinds of :func:`synthetic_scene`
+SCENE_KINDS = ("shapes", "cells", "stack")
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
@@ -161,6 +168,101 @@ def _cells_scene(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.n
     return image.astype(np.float32), labels
 
 
+def _stack_scene(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    h, w = shape
+    r_mean = rng.uniform(4, 18)  # in-plane radius, pixels
+    z_ratio = rng.uniform(0.35, 1.0)  # z radius (slices) per in-plane radius: anisotropy
+    c_mean = max(r_mean * z_ratio, 1.0)
+    sigma_xy = rng.uniform(0.5, 2.0)
+    sigma_z = rng.uniform(0.3, 1.2) * c_mean  # out-of-focus light reaches nearby slices
+    half = int(np.ceil(c_mean * 1.4 + 2.5 * sigma_z))  # slab of slices rendered around z=0
+    depth = 2 * half + 1
+    volume = np.zeros((depth, h, w), np.float32)
+    labels = np.zeros(shape, np.int32)
+    fill = rng.uniform(0.25, 0.55)  # fraction of the slab's volume inside nuclei
+    n = int(np.clip(fill * h * w * depth / (4 / 3 * np.pi * r_mean**2 * c_mean), 3, 400))
+    yy0, xx0 = np.mgrid[0:h, 0:w].astype(np.float32)
+    centres = np.full((n, 3), np.inf, np.float32)  # (z/c, y/r, x/r) of the nuclei so far
+    for k in range(1, n + 1):
+        r = r_mean * rng.uniform(0.7, 1.3)
+        c = c_mean * rng.uniform(0.7, 1.3)
+        cz = rng.uniform(-half, half)
+        cy, cx = rng.uniform(-r, h + r), rng.uniform(-r, w + r)
+        here = np.array([cz / c_mean, cy / r_mean, cx / r_mean], np.float32)
+        # nuclei push each other aside: only slight overlaps (touching is at distance 2)
+        if np.sqrt(((centres[:k] - here) ** 2).sum(axis=1)).min(initial=np.inf) < 1.6:
+            continue
+        centres[k - 1] = here
+        y0, y1 = int(max(cy - 1.5 * r, 0)), int(min(cy + 1.5 * r + 1, h))
+        x0, x1 = int(max(cx - 1.5 * r, 0)), int(min(cx + 1.5 * r + 1, w))
+        if y1 <= y0 or x1 <= x0:
+            continue
+        dy, dx = yy0[y0:y1, x0:x1] - cy, xx0[y0:y1, x0:x1] - cx
+        t = rng.uniform(0, np.pi)
+        u = dy * np.cos(t) + dx * np.sin(t)
+        v = (-dy * np.sin(t) + dx * np.cos(t)) / rng.uniform(0.6, 1.0)
+        angle = np.arctan2(v, u)
+        wobble = 1 + sum(
+            rng.uniform(0, 0.1) * np.cos(j * angle + rng.uniform(0, 6.3)) for j in range(2, 5)
+        )
+        radial = np.hypot(u, v) / (r * wobble)  # 1 on the nucleus's widest outline
+        brightness = rng.uniform(0.35, 1.0)
+        texture = 1 + rng.uniform(0, 0.5) * (_smooth_noise(rng, radial.shape, 3) - 0.5)
+        for z in range(max(int(np.floor(cz - c)), -half), min(int(np.ceil(cz + c)), half) + 1):
+            scale = 1 - ((z - cz) / c) ** 2
+            if scale <= 0:
+                continue
+            inside = radial <= np.sqrt(scale)
+            volume[z + half, y0:y1, x0:x1][inside] = (brightness * texture)[inside]
+            if z == 0:
+                labels[y0:y1, x0:x1][inside] = k
+    volume = ndimage.gaussian_filter(volume, (sigma_z, sigma_xy, sigma_xy), mode="constant")
+    signal = volume[half]
+    background = rng.uniform(0.05, 0.3) * _smooth_noise(rng, shape, int(rng.integers(2, 6)))
+    grey = signal + background
+    photons = rng.uniform(10, 200)
+    grey = rng.poisson(np.clip(grey, 0, None) * photons) / photons
+    grey = grey + rng.normal(0, rng.uniform(0, 0.05), shape)
+    lo, hi = np.percentile(grey, [0.5, 99.8])
+    grey = np.clip((grey - lo) / max(hi - lo, 1e-3), 0, 1).astype(np.float32)
+    if rng.random() < 0.7:
+        image = np.repeat(grey[..., None], 3, axis=2)
+    else:
+        tint = rng.dirichlet(np.ones(3) * 0.5).astype(np.float32)
+        image = grey[..., None] * (tint / tint.max())
+    return image.astype(np.float32), labels
+
+
+_SCENES = {"shapes": _shapes_scene, "cells": _cells_scene, "stack": _stack_scene}
+
+
+def synthetic_scene(
+    rng: np.random.Generator, size: tuple[int, int] = (320, 320), kind: str = "shapes"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one synthetic image and its instance labels.
+
+    Parameters
+    ----------
+    rng : np.random.Generator
+        Source of randomness (the same state gives the same scene).
+    size : (int, int)
+        ``(H, W)`` of the image.
+    kind : {"shapes", "cells", "stack"}
+        Scene type (see the module docstring).
+
+    Returns
+    -------
+    image : np.ndarray
+        ``(H, W, 3)`` float32 RGB in ``[0, 1]``.
+    labels : np.ndarray
+        ``(H, W)`` int32 instance labels (0 background; ids need not be consecutive).
+    """
+    if kind not in _SCENES:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, SCENE_KINDS))}, not {kind!r}")
+    image, labels = _SCENES[kind](rng, tuple(size))
+    return np.clip(image, 0, 1).astype(np.float32), labels
+
+
 def synthetic_sample(
     rng: np.random.Generator,
     size: tuple[int, int] = (320, 320),
@@ -175,8 +277,8 @@ def synthetic_sample(
         Source of randomness (the same state gives the same sample).
     size : (int, int)
         ``(H, W)`` of the image.
-    kind : {"shapes", "cells"} or None
-        Scene type; ``None`` picks one at random (60 % shapes).
+    kind : {"shapes", "cells", "stack"} or None
+        Scene type; ``None`` picks shapes (60 %) or cells (40 %).
     min_area : int
         Smallest visible object area, in pixels, that may be chosen as the target.
 
@@ -189,14 +291,10 @@ def synthetic_sample(
     """
     if kind is None:
         kind = "shapes" if rng.random() < 0.6 else "cells"
-    if kind not in ("shapes", "cells"):
-        raise ValueError(f"kind must be 'shapes' or 'cells', not {kind!r}")
     for _ in range(20):
-        scene = _shapes_scene if kind == "shapes" else _cells_scene
-        image, labels = scene(rng, tuple(size))
+        image, labels = synthetic_scene(rng, size, kind)
         ids, counts = np.unique(labels[labels > 0], return_counts=True)
         ok = ids[counts >= min_area]
         if len(ok):
-            target = labels == ok[rng.integers(len(ok))]
-            return np.clip(image, 0, 1).astype(np.float32), target
+            return image, labels == ok[rng.integers(len(ok))]
     raise RuntimeError("could not draw a synthetic object large enough")  # pragma: no cover
