@@ -65,7 +65,6 @@ def _pack_coco(args: argparse.Namespace) -> None:
         _save(np.asarray(img), gt_arr, coco, path.stem, args.quality)
 
 
-
 def _pack_synth(args: argparse.Namespace) -> None:
     from napari_fbrs.core.training.synthetic import synthetic_sample
 
