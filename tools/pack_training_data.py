@@ -33,7 +33,9 @@ def main() -> None:
     ap.add_argument("--max-side", type=int, default=400)
     ap.add_argument("--synthetic", type=int, default=800)
     ap.add_argument("--quality", type=int, default=88)
-    ap.add_argument("--stack", type=int, default=100, help="number of stack-slice scenes")
+    ap.add_argument(
+        "--stack", type=int, default=0, help="stack-slice scenes (runs 5-6 only, not shipped)"
+    )
     ap.add_argument("--labels-per-scene", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parts", default="coco,synth,stack,init", help="what to (re)write")
@@ -82,6 +84,8 @@ def _pack_synth(args: argparse.Namespace) -> None:
 def _pack_stack(args: argparse.Namespace) -> None:
     from napari_fbrs.core.training.synthetic import synthetic_scene
 
+    if args.stack <= 0:
+        return
     stack = args.out / "stack"
     for sub in ("img", "gt"):
         (stack / sub).mkdir(parents=True, exist_ok=True)
