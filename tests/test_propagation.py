@@ -218,3 +218,27 @@ def test_real_predictor_runs_through_a_stack():
     p = nf.Predictor(TinyNet().eval(), mode="NoBRS", device="cpu", zoom_in=None)
     out = nf.propagate(p, vol, 2, vol[2] > 0, stop_iou=0.0, min_area_ratio=0.0)
     assert out.shape == vol.shape and out[2].sum() == (vol[2] > 0).sum()
+
+
+def test_threshold_oracle_merges_touching_objects():
+    """benchmarks/threshold_oracle.py: exact for an isolated blob, < 1 for touching ones."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "threshold_oracle.py"
+    spec = importlib.util.spec_from_file_location("threshold_oracle", path)
+    oracle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(oracle)
+
+    zz, yy, xx = np.mgrid[0:16, 0:32, 0:48]
+    left = (zz - 8) ** 2 + (yy - 16) ** 2 + (xx - 14) ** 2 <= 36
+    right = (zz - 8) ** 2 + (yy - 16) ** 2 + (xx - 26) ** 2 <= 36  # overlaps `left`
+    right &= ~left
+    alone = left.astype(np.float32)
+    assert oracle.best_threshold_iou(alone, left) == 1.0
+    touching = (left | right).astype(np.float32)  # same brightness: no level separates them
+    iou = oracle.best_threshold_iou(touching, left)
+    # measured inside the object's box padded by 4 px: x 4..24 of the merged blob
+    box = (slice(None), slice(None), slice(4, 25))
+    assert iou == pytest.approx(left.sum() / (left | right)[box].sum())
+    assert iou < 0.8
