@@ -21,9 +21,6 @@ from scipy import ndimage
 
 __all__ = ["SCENE_KINDS", "synthetic_sample", "synthetic_scene"]
 
-#: scene kinds of :func:`synthetic_scene`
-SCENE_KINDS = ("shapes", "cells", "stack")
-
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
     """Low-frequency noise in ``[0, 1]``: a ``cells x cells`` random grid, cubic upsampled."""
@@ -101,6 +98,19 @@ def _shape_mask(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     return (field * np.exp(-((dist / (1.3 * r)) ** 2))) > rng.uniform(0.2, 0.4)
 
 
+def _camera_noise(
+    rng: np.random.Generator,
+    grey: np.ndarray,
+    photons: tuple[float, float],
+    max_read_noise: float,
+) -> np.ndarray:
+    """Shot noise (a random number of photons per unit intensity, within ``photons``) plus
+    Gaussian read noise (sigma up to ``max_read_noise``) on a ``(H, W)`` intensity image."""
+    scale = rng.uniform(*photons)
+    noisy = rng.poisson(np.clip(grey, 0, None) * scale) / scale
+    return noisy + rng.normal(0, rng.uniform(0, max_read_noise), grey.shape)
+
+
 def _shapes_scene(
     rng: np.random.Generator, shape: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -152,9 +162,7 @@ def _cells_scene(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.n
     background = rng.uniform(0, 0.25) * _smooth_noise(rng, shape, 3)
     illumination = 1 - rng.uniform(0, 0.4) * _smooth_noise(rng, shape, 2)
     grey = (signal + background) * illumination
-    photons = rng.uniform(20, 300)
-    grey = rng.poisson(np.clip(grey, 0, None) * photons) / photons
-    grey = grey + rng.normal(0, rng.uniform(0, 0.04), shape)
+    grey = _camera_noise(rng, grey, (20, 300), 0.04)
     grey = np.clip(grey / max(np.percentile(grey, 99.8), 1e-3), 0, 1).astype(np.float32)
     style = rng.integers(3)
     if style == 0:  # grey
@@ -220,9 +228,7 @@ def _stack_scene(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.n
     signal = volume[half]
     background = rng.uniform(0.05, 0.3) * _smooth_noise(rng, shape, int(rng.integers(2, 6)))
     grey = signal + background
-    photons = rng.uniform(10, 200)
-    grey = rng.poisson(np.clip(grey, 0, None) * photons) / photons
-    grey = grey + rng.normal(0, rng.uniform(0, 0.05), shape)
+    grey = _camera_noise(rng, grey, (10, 200), 0.05)
     lo, hi = np.percentile(grey, [0.5, 99.8])
     grey = np.clip((grey - lo) / max(hi - lo, 1e-3), 0, 1).astype(np.float32)
     if rng.random() < 0.7:
@@ -234,6 +240,8 @@ def _stack_scene(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.n
 
 
 _SCENES = {"shapes": _shapes_scene, "cells": _cells_scene, "stack": _stack_scene}
+#: scene kinds of :func:`synthetic_scene`
+SCENE_KINDS = tuple(_SCENES)
 
 
 def synthetic_scene(
