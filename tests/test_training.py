@@ -191,6 +191,81 @@ def test_samples_do_not_depend_on_loader_order():
     assert late[2][0, 0] >= 0  # at least one positive click
 
 
+def _disk_sample(size, cy, cx, r, colour):
+    yy, xx = np.mgrid[:size, :size]
+    target = (((yy - cy) ** 2 + (xx - cx) ** 2) <= r * r).astype(np.uint8)
+    image = np.full((size, size, 3), 0.2, np.float32)
+    image[target == 1] = colour
+    return image, target
+
+
+def test_transplant_keeps_the_object_on_a_new_background():
+    from napari_fbrs.core.training.paste import transplant
+
+    image, target = _disk_sample(64, 20, 20, 8, (1.0, 0.0, 0.0))
+    background = np.full((64, 64, 3), 0.5, np.float32)
+    background[:, :, 2] = 0.9
+    bg_target = np.zeros((64, 64), np.uint8)
+    bg_target[40:, 40:] = 1  # the other sample's object: background now
+    bg_target[:, :4] = IGNORE  # its padding stays ignored
+    out, tgt = transplant(image, target, background, bg_target, np.random.default_rng(0))
+    assert out.shape == (64, 64, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(tgt[target == 1], 1)
+    assert set(np.unique(tgt)) == {0, 1, IGNORE}
+    assert (tgt[:, :4] == IGNORE).all() and (tgt[50, 50] == 0)
+    # object pixels away from the edge keep their colour; far background is the new image
+    np.testing.assert_allclose(out[20, 20], (1.0, 0.0, 0.0), atol=1e-3)
+    np.testing.assert_allclose(out[50, 10], (0.5, 0.5, 0.9), atol=1e-3)
+    # a feathered edge: some pixels at the object's border are a blend of both
+    edge = out[20, 10:14, 0]
+    assert ((edge > 0.55) & (edge < 0.95)).any()
+
+
+def test_occluder_hides_part_of_the_object_and_leaves_enough():
+    from napari_fbrs.core.training.paste import MIN_VISIBLE, occlude
+
+    image, target = _disk_sample(64, 32, 32, 14, (1.0, 0.0, 0.0))
+    occluder, occ_target = _disk_sample(64, 10, 10, 6, (0.0, 1.0, 0.0))
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        result = occlude(image, target, occluder, occ_target, rng)
+        assert result is not None
+        out, tgt = result
+        visible = int((tgt == 1).sum())
+        assert MIN_VISIBLE * target.sum() <= visible < target.sum()  # part hidden
+        assert not ((tgt == 1) & (target == 0)).any()  # nothing added to the object
+        green = out[..., 1] > 0.9
+        assert green.sum() > 50 and not (green & (tgt == 1)).any()  # hidden pixels are green
+    # a frame-filling occluder: positions that hide too much are refused (None when all
+    # tried positions do), the others still leave MIN_VISIBLE of the object
+    big = np.zeros((64, 64, 3), np.float32)
+    big_target = np.ones((64, 64), np.uint8)
+    results = [occlude(image, target, big, big_target, rng, attempts=1) for _ in range(40)]
+    assert any(r is None for r in results)
+    for r in results:
+        if r is not None:
+            assert (r[1] == 1).sum() >= MIN_VISIBLE * target.sum()
+
+
+def test_paste_mix_is_reproducible_and_keeps_objects():
+    from napari_fbrs.core.training.data import TrainingData
+
+    with pytest.raises(ValueError, match=r"paste is a probability in \[0, 1\], not 1.5"):
+        TrainingData([], synthetic=2, paste=1.5)
+    plain = TrainingData([], synthetic=6, seed=2)
+    mixed = TrainingData([], synthetic=6, seed=2, paste=1.0)
+    changed = 0
+    for k in range(6):
+        a_img, a_tgt = mixed.draw(np.random.default_rng([4, k]), 48)
+        b_img, b_tgt = mixed.draw(np.random.default_rng([4, k]), 48)
+        np.testing.assert_array_equal(a_img, b_img)
+        np.testing.assert_array_equal(a_tgt, b_tgt)
+        assert (a_tgt == 1).sum() >= 40 and a_img.shape == (48, 48, 3)
+        p_img, _ = plain.draw(np.random.default_rng([4, k]), 48)
+        changed += not np.array_equal(p_img, a_img)
+    assert changed == 6
+
+
 # -- loop, resume, export -------------------------------------------------------------------
 def test_train_resume_and_export(tmp_path):
     from napari_fbrs.core.models.registry import load_model

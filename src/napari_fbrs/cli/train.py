@@ -56,6 +56,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="add N procedurally generated images to the mix",
     )
     parser.add_argument(
+        "--paste",
+        type=float,
+        default=None,
+        metavar="P",
+        help="probability of a copy-paste composite per sample: another sample's "
+        "background or an occluder (default 0)",
+    )
+    parser.add_argument(
         "--out",
         required=True,
         metavar="DIR|FILE",
@@ -184,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give training data with --data DIR[,DIR...] and/or --synthetic N")
     if args.synthetic is not None and args.synthetic < 0:
         raise UserError(f"--synthetic must be >= 0, not {args.synthetic}")
+    if args.paste is not None and not 0 <= args.paste <= 1:
+        raise UserError(f"--paste is a probability in [0, 1], not {args.paste}")
     if args.lr is not None and not args.lr > 0:
         raise UserError(f"--lr must be positive, not {args.lr}")
     if args.crop is not None and args.crop < 32:
@@ -220,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
             lr=args.lr,
             init=init,
             seed=args.seed,
+            paste=args.paste,
             checkpoint_every=args.checkpoint_every,
             log_every=args.log_every,
             resume=args.resume,

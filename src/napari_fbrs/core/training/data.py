@@ -13,6 +13,7 @@ import numpy as np
 
 from napari_fbrs.core.training.augment import augment
 from napari_fbrs.core.training.clicks_sim import IGNORE
+from napari_fbrs.core.training.paste import occlude, transplant
 from napari_fbrs.core.training.synthetic import synthetic_sample
 
 __all__ = ["TrainingData"]
@@ -31,6 +32,11 @@ class TrainingData:
         Number of synthetic images in the mix (each index is one fixed generated scene).
     seed : int
         Seed of the synthetic scenes.
+    paste : float
+        Probability that a drawn sample is composited with a second one
+        (:mod:`~napari_fbrs.core.training.paste`): half of them get a new background, half
+        an occluder in front of part of the object (a new background where no occluder
+        position leaves enough of the object visible).
 
     Raises
     ------
@@ -41,7 +47,11 @@ class TrainingData:
     """
 
     def __init__(
-        self, folders: Sequence[str | os.PathLike[str]] = (), synthetic: int = 0, seed: int = 0
+        self,
+        folders: Sequence[str | os.PathLike[str]] = (),
+        synthetic: int = 0,
+        seed: int = 0,
+        paste: float = 0.0,
     ):
         from napari_fbrs.core.evaluation.datasets import open_dataset
 
@@ -49,6 +59,9 @@ class TrainingData:
         self.sizes = [len(d) for d in self.datasets]
         self.synthetic = int(synthetic)
         self.seed = int(seed)
+        if not 0.0 <= paste <= 1.0:
+            raise ValueError(f"paste is a probability in [0, 1], not {paste}")
+        self.paste = float(paste)
         if sum(self.sizes) + self.synthetic <= 0:
             raise ValueError("no training data: give dataset folders and/or synthetic images")
 
@@ -106,6 +119,23 @@ class TrainingData:
         target : np.ndarray
             ``(crop, crop)`` uint8 (0, 1, ``IGNORE``).
         """
+        image, target = self._draw_one(rng, crop, min_area, attempts)
+        if self.paste and rng.random() < self.paste:
+            other, other_target = self._draw_one(rng, crop, min_area, attempts)
+            composite = None
+            if rng.random() < 0.5:
+                composite = occlude(image, target, other, other_target, rng)
+                if composite is not None and int((composite[1] == 1).sum()) < min_area:
+                    composite = None
+            # no room for an occluder: a new background instead
+            if composite is None:
+                composite = transplant(image, target, other, other_target, rng)
+            image, target = composite
+        return image, target
+
+    def _draw_one(
+        self, rng: np.random.Generator, crop: int, min_area: int, attempts: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         for _ in range(attempts):
             image, target, any_orientation = self.load(int(rng.integers(len(self))))
             if not (target == 1).any():

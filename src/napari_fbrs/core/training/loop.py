@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "init": "imagenet",
     "seed": 0,
     "max_click_iters": 3,
+    "paste": 0.0,
 }
 LAST = "last.pt"
 LOG = "train_log.jsonl"
@@ -257,6 +258,7 @@ def train(
     init: str | os.PathLike[str] | None = None,
     seed: int | None = None,
     max_click_iters: int | None = None,
+    paste: float | None = None,
     checkpoint_every: int = 500,
     log_every: int = 10,
     keep_snapshots: int = 5,
@@ -293,6 +295,9 @@ def train(
         Seed of the data order, augmentations and simulated clicks.
     max_click_iters : int or None
         Most corrective clicks simulated without gradient per step.
+    paste : float or None
+        Probability of a copy-paste composite per sample (default 0): a new background
+        or an occluder from another sample (:mod:`napari_fbrs.core.training.paste`).
     checkpoint_every : int
         Write ``last.pt`` every this many steps (and at the end or on interruption).
     log_every : int
@@ -345,6 +350,7 @@ def train(
         "init": init,
         "seed": seed,
         "max_click_iters": max_click_iters,
+        "paste": paste,
     }
     ckpt = None
     if resume:
@@ -357,7 +363,9 @@ def train(
             raise ValueError(f"{key} must be at least 1, not {cfg[key]}")
     if int(cfg["crop"]) < 32:
         raise ValueError(f"crop must be at least 32 pixels, not {cfg['crop']}")
-    training_data = TrainingData(cfg["data"], cfg["synthetic"], cfg["seed"])
+    if not 0.0 <= float(cfg["paste"]) <= 1.0:
+        raise ValueError(f"paste is a probability in [0, 1], not {cfg['paste']}")
+    training_data = TrainingData(cfg["data"], cfg["synthetic"], cfg["seed"], float(cfg["paste"]))
 
     if ckpt is not None:
         net = init_model(None)
