@@ -336,6 +336,7 @@ def test_resume_without_checkpoint_is_explained(tmp_path):
         ([], "give training data"),
         (["--data", "/no/such/folder"], "does not exist"),
         (["--synthetic", "2", "--crop", "8"], "at least 32"),
+        (["--synthetic", "2", "--paste", "1.5"], "--paste is a probability in [0, 1], not 1.5"),
         (["--resume"], "no checkpoint to continue"),
     ],
 )
