@@ -3,8 +3,8 @@
 ``train`` runs (or resumes) a training run and writes resumable checkpoints;
 ``export`` turns a checkpoint into the fp16 file that ships with the package. Submodules:
 ``data`` (dataset folders + synthetic mix), ``synthetic`` (procedural scenes), ``augment``,
-``clicks_sim`` (simulated users), ``loss`` (normalized focal loss), ``checkpoint``,
-``loop``.
+``paste`` (copy-paste composites), ``clicks_sim`` (simulated users), ``loss`` (normalized
+focal loss), ``checkpoint``, ``loop``.
 """
 
 from __future__ import annotations
