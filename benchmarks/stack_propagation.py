@@ -40,7 +40,6 @@ def main() -> None:
     ap.add_argument("--extra-positive", type=int, default=0, help="propagate(n_extra_positive=...)")
     ap.add_argument("--regrowth", type=float, default=None, help="propagate(regrowth=...)")
     ap.add_argument("--min-contrast", type=float, default=None, help="propagate(min_contrast=...)")
-    ap.add_argument("--snap-level", type=float, default=None, help="propagate(snap_level=...)")
     ap.add_argument(
         "--prior", action="store_true", help="give each slice the previous slice's mask as prior"
     )
@@ -101,7 +100,6 @@ def main() -> None:
                 n_extra_positive=args.extra_positive,
                 regrowth=args.regrowth,
                 min_contrast=args.min_contrast,
-                snap_level=args.snap_level,
                 contrast_limits=(lo, hi),
             )
         else:
@@ -133,7 +131,6 @@ def main() -> None:
         "extra_positive": args.extra_positive,
         "regrowth": args.regrowth,
         "min_contrast": args.min_contrast,
-        "snap_level": args.snap_level,
         "from_gt": args.from_gt,
         "nuclei": len(per_nucleus),
         "mean_clicks": float(np.mean([r["clicks"] for r in per_nucleus])),

@@ -7,8 +7,7 @@ object of about the same place and size. Propagation in one direction stops when
 object vanishes, when it changes too much (IoU with the previous slice below
 ``stop_iou``), at a slice the caller marks as a stop, or at the end of the stack; optionally
 also where a convex object's area grows again after shrinking (``regrowth``: the walk
-entering a touching neighbour) or where it dims (``min_contrast``). For fluorescence, each
-propagated mask can be snapped to the object's intensity edge (``snap_level``).
+entering a touching neighbour) or where it dims (``min_contrast``).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_fbrs.core.clicks import Click
-from napari_fbrs.core.snap import snap_to_intensity
 
 __all__ = ["propagate", "clicks_from_mask", "check_stop_rules"]
 
@@ -117,7 +115,6 @@ def propagate(
     regrowth: float | None = None,
     min_contrast: float | None = None,
     use_prior: bool = False,
-    snap_level: float | None = None,
     contrast_limits: tuple[float, float] | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
@@ -165,11 +162,6 @@ def propagate(
         (:meth:`Predictor.set_prior`; ``fbrs-lite``, RITM); others ignore it. Off by
         default: on nuclei3d it made ``fbrs-lite`` follow objects further into their
         neighbours (mean 3D IoU 0.47 against 0.59 without).
-    snap_level : float or None
-        For bright objects on a dark background (fluorescence): snap each propagated
-        slice's mask to the intensity edge at this fraction of the way from the local
-        background to the object's peak (:func:`napari_fbrs.core.snap.snap_to_intensity`,
-        within 3 pixels of the prediction). ``None``: off.
     contrast_limits : (low, high), optional
         Intensity window for every slice (napari's contrast limits); default: per-slice
         robust percentiles.
@@ -200,8 +192,6 @@ def propagate(
     if not mask.any():
         raise ValueError("the mask on the start slice is empty: nothing to propagate")
     check_stop_rules(regrowth, min_contrast)
-    if snap_level is not None and not 0 < float(snap_level) < 1:
-        raise ValueError(f"snap_level must lie in (0, 1) or be None, got {snap_level}")
     out_shape = list(volume.shape)
     if len(slice_shape) == 3:  # drop the RGB(A) axis
         out_shape = out_shape[:-1]
@@ -244,8 +234,6 @@ def propagate(
             for click in clicks_from_mask(prev, n_negative, n_extra_positive):
                 predictor.add_click(click.y, click.x, click.positive)
             current = predictor.mask.copy()
-            if snap_level is not None:
-                current = snap_to_intensity(_grey(image), current, float(snap_level))
             done += 1
             if progress is not None:
                 progress(done, total)
