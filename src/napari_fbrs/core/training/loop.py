@@ -363,8 +363,6 @@ def train(
             raise ValueError(f"{key} must be at least 1, not {cfg[key]}")
     if int(cfg["crop"]) < 32:
         raise ValueError(f"crop must be at least 32 pixels, not {cfg['crop']}")
-    if not 0.0 <= float(cfg["paste"]) <= 1.0:
-        raise ValueError(f"paste is a probability in [0, 1], not {cfg['paste']}")
     training_data = TrainingData(cfg["data"], cfg["synthetic"], cfg["seed"], float(cfg["paste"]))
 
     if ckpt is not None:
