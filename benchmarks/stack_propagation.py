@@ -26,6 +26,12 @@ def main() -> None:
         type=Path,
         default=Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "microscopy",
     )
+    ap.add_argument(
+        "--stack",
+        default=None,
+        metavar="IMAGE+LABELS",
+        help="another z-stack and its instance labels (default: nuclei3d in --data)",
+    )
     ap.add_argument("--model", default="fbrs-lite")
     ap.add_argument("--mode", default="f-BRS-B")
     ap.add_argument("--target-iou", type=float, default=0.9)
@@ -34,7 +40,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--min-crop", type=int, default=200, help="ZoomIn min_crop_size")
     ap.add_argument(
-        "--first-click-crop", type=int, default=None, help="ZoomIn first_click_crop (pixels)"
+        "--first-click-crop",
+        type=lambda text: text if text == "auto" else int(text),
+        default=None,
+        help="ZoomIn first_click_crop (pixels or auto)",
     )
     ap.add_argument("--prob-thresh", type=float, default=0.49, help="Predictor prob_thresh")
     ap.add_argument("--extra-positive", type=int, default=0, help="propagate(n_extra_positive=...)")
@@ -60,8 +69,13 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    volume = tifffile.imread(args.data / "nuclei3d_image.tif")
-    labels = tifffile.imread(args.data / "nuclei3d_labels.tif")
+    if args.stack:
+        image_path, labels_path = (Path(p) for p in args.stack.split("+", 1))
+    else:
+        image_path = args.data / "nuclei3d_image.tif"
+        labels_path = args.data / "nuclei3d_labels.tif"
+    volume = tifffile.imread(image_path)
+    labels = tifffile.imread(labels_path)
     lo, hi = np.percentile(volume, (0.5, 99.5))  # one window for the whole stack
     net = nf.load_model(args.model, device="cpu")
     zoom = nf.ZoomIn(min_crop_size=args.min_crop, first_click_crop=args.first_click_crop)
@@ -119,7 +133,7 @@ def main() -> None:
         print(per_nucleus[-1], flush=True)
     report = {
         "benchmark": "stack_propagation",
-        "dataset": "nuclei3d",
+        "dataset": str(image_path) if args.stack else "nuclei3d",
         "model": args.model,
         "mode": args.mode,
         "target_iou": args.target_iou,

@@ -68,14 +68,15 @@ def _assert_user_error(code: int, err: str, *needles: str) -> None:
         assert needle in lines[0], (needle, lines[0])
 
 
-def _api_mask(checkpoint: Path, image: np.ndarray, clicks, mode: str) -> np.ndarray:
+def _api_mask(
+    checkpoint: Path, image: np.ndarray, clicks, mode: str, first_click_crop="auto"
+) -> np.ndarray:
     """The mask that the Python API gives for the same model, settings and clicks."""
     import napari_fbrs as nf
 
     net = nf.load_model(checkpoint, device="cpu")
-    predictor = nf.Predictor(
-        net, mode=mode, device="cpu", with_flip=True, zoom_in=nf.ZoomIn(target_size=400)
-    )
+    zoom = nf.ZoomIn(target_size=400, first_click_crop=first_click_crop)
+    predictor = nf.Predictor(net, mode=mode, device="cpu", with_flip=True, zoom_in=zoom)
     predictor.set_image(image)
     for y, x, positive in clicks:
         predictor.add_click(y, x, positive=positive)
@@ -129,7 +130,7 @@ def test_segment_writes_the_api_mask_and_reports_what_it_did(tiny_checkpoint, tm
     lines = stdout.splitlines()
     assert lines[0] == "image: sample:photo (300x450 RGB uint8)"
     assert lines[1].startswith("model: ") and "(tiny_test)" in lines[1]
-    assert lines[2] == "mode: NoBRS (flip on, zoom-in on, threshold 0.49)"
+    assert lines[2] == "mode: NoBRS (flip on, zoom-in on, first-click crop auto, threshold 0.49)"
     assert lines[3].startswith("click 1: positive at (y=110, x=215) in ")
     assert lines[4].startswith("click 2: negative at (y=245, x=110) in ")
     area = int((mask > 0).sum())
@@ -147,7 +148,9 @@ def test_default_mode_and_negative_clicks_with_or_without_equals(tiny_checkpoint
             "--model", str(tiny_checkpoint), "--out", str(out),
         )  # fmt: skip
         assert code == 0, err
-        assert "mode: f-BRS-B (flip on, zoom-in on, threshold 0.49)" in stdout
+        assert "mode: f-BRS-B (flip on, zoom-in on, first-click crop auto, threshold 0.49)" in (
+            stdout
+        )
         assert "click 2: negative at (y=245, x=110)" in stdout
         masks.append(np.asarray(Image.open(out)))
     np.testing.assert_array_equal(masks[0], masks[1])
@@ -284,6 +287,38 @@ def test_bad_mode_is_reported_before_any_download(no_downloads, tmp_path, capsys
         "--model", "hrnet18_ocr64_sbd", "--out", str(tmp_path / "m.tif"),
     )  # fmt: skip
     _assert_user_error(code, err, "unknown mode 'f-BRS-Z'", "f-BRS-B", "NoBRS")
+
+
+@pytest.mark.parametrize("crop", ["off", "64"])
+def test_first_click_crop_setting_is_the_apis(tiny_checkpoint, tmp_path, capsys, crop):
+    from napari_fbrs._sample_data import load_sample
+
+    out = tmp_path / "mask.tif"
+    code, stdout, err = _segment(
+        capsys, "sample:photo", "--click", "110,215", "--mode", "NoBRS",
+        "--first-click-crop", crop, "--model", str(tiny_checkpoint), "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"zoom-in on, first-click crop {crop}, threshold" in stdout
+    setting = None if crop == "off" else int(crop)
+    expected = _api_mask(tiny_checkpoint, load_sample("photo"), [(*CUP, True)], "NoBRS", setting)
+    np.testing.assert_array_equal(tifffile.imread(out) > 0, expected)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--first-click-crop", "big"], "must be a number of pixels, 'auto' or 'off', not 'big'"),
+        (["--first-click-crop", "4"], "--first-click-crop must be at least 8 pixels, not 4"),
+        (["--first-click-crop", "64", "--no-zoom-in"], "--first-click-crop needs ZoomIn"),
+    ],
+)
+def test_bad_first_click_crop(no_downloads, tmp_path, capsys, extra, message):
+    code, _, err = _segment(
+        capsys, "sample:photo", "--click", "1,1", *extra,
+        "--model", "hrnet18_ocr64_sbd", "--out", str(tmp_path / "m.tif"),
+    )  # fmt: skip
+    _assert_user_error(code, err, message)
 
 
 @pytest.mark.parametrize("thresh", ["0", "1", "1.5"])

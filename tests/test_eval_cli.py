@@ -253,6 +253,7 @@ def test_default_model_is_the_bundled_one_with_a_clear_error_when_absent(
         (["--zoom-in", "huge"], "--zoom-in must be"),
         (["--min-crop", "4"], "--min-crop must be at least 8 pixels, not 4"),
         (["--first-click-crop", "2"], "--first-click-crop must be at least 8 pixels, not 2"),
+        (["--first-click-crop", "big"], "must be a number of pixels, 'auto' or 'off', not 'big'"),
         (["--zoom-in", "off", "--first-click-crop", "64"], "--first-click-crop needs ZoomIn"),
         (["--model", "no_such_model"], "unknown model 'no_such_model'"),
         (["--model", "missing/file.pt"], "model file not found"),

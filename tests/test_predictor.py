@@ -197,6 +197,65 @@ def test_first_click_crop_shows_a_small_object_enlarged(net):
     assert p2.state.roi is None
     with pytest.raises(ValueError, match="first_click_crop must be >= 8"):
         nf.ZoomIn(first_click_crop=4)
+    with pytest.raises(ValueError, match="must be an int, 'auto' or None, got 'big'"):
+        nf.ZoomIn(first_click_crop="big")
+
+
+def test_first_click_crop_auto_zooms_into_small_objects_only():
+    """``first_click_crop="auto"`` predicts the first click on the whole image and, when the
+    object found is small, again in the crop ZoomIn would take around it; a large object or
+    a negative first click stays whole-image; undo and the same click give the same view."""
+    from napari_fbrs.core.testing import disk_net
+
+    image = np.zeros((300, 500), np.uint8)
+
+    def run(radius, y=150.0, x=250.0, positive=True):
+        net = disk_net(radius=radius)
+        seen = []
+        orig = net.logits_from_maps
+
+        def spy(img, maps):
+            seen.append(tuple(img.shape[2:]))
+            return orig(img, maps)
+
+        net.logits_from_maps = spy
+        zoom = nf.ZoomIn(target_size=128, min_crop_size=64, first_click_crop="auto")
+        p = nf.Predictor(net, mode="NoBRS", device="cpu", zoom_in=zoom, with_flip=False)
+        p.set_image(image)
+        prob = p.add_click(y, x, positive=positive)
+        seen_by_p = list(seen)
+        whole = nf.Predictor(net, mode="NoBRS", device="cpu", zoom_in=None, with_flip=False)
+        whole.set_image(image)
+        whole_prob = whole.add_click(y, x, positive=positive)
+        seen[:] = seen_by_p  # later calls of p append to it again
+        return p, prob, seen, whole_prob, zoom
+
+    # an 8-pixel disk: its crop is the 64-pixel minimum, enlarged to 128: seen twice
+    p, prob, seen, whole_prob, zoom = run(8.0)
+    expected = zoom.small_object_roi(whole_prob, p.clicks)
+    assert expected is not None and p.state.roi == expected
+    r0, r1, c0, c1 = expected
+    assert (r1 - r0, c1 - c0) == (64, 64) and r0 < 150 < r1 and c0 < 250 < c1
+    assert seen == [(300, 500), (128, 128)]
+    # the disk's radius is in view pixels: half as large in the twice-enlarged crop
+    assert 0.15 < p.mask.sum() / (whole_prob >= 0.49).sum() < 0.4
+    assert not prob[:r0].any() and not prob[:, :c0].any()
+    p.undo()
+    again = p.add_click(150, 250)
+    np.testing.assert_array_equal(again, prob)
+    assert p.state.roi == expected
+    # a second click continues with the paper's ZoomIn from that view
+    p.add_click(150, 262, positive=False)
+    assert p.state.roi is not None and len(seen) == 5
+
+    # a large object (crop over half the image's longer side): the whole image only
+    p, prob, seen, whole_prob, zoom = run(100.0)
+    assert p.state.roi is None and seen == [(300, 500)]
+    np.testing.assert_array_equal(prob, whole_prob)
+    assert zoom.small_object_roi(whole_prob, p.clicks) is None
+    # a negative first click: the whole image only
+    p, prob, seen, _, _ = run(8.0, positive=False)
+    assert p.state.roi is None and seen == [(300, 500)]
 
 
 def test_a_one_pixel_high_image_with_zoom_in(net):

@@ -77,7 +77,7 @@ def predictors(draw):
             skip_clicks=st.integers(0, 2),
             expansion_ratio=st.floats(1.0, 2.0),
             min_crop_size=st.integers(1, 32),
-            first_click_crop=st.none() | st.integers(8, 64),
+            first_click_crop=st.none() | st.just("auto") | st.integers(8, 64),
         )
     )
     return nf.Predictor(

@@ -426,6 +426,33 @@ def test_the_smallest_side_default_is_the_predictors(viewer2d):
     assert widget.min_size_spin.value() == MIN_VIEW_SIZE
 
 
+def test_first_click_crop_box_defaults_to_auto_and_takes_typed_sizes(viewer2d):
+    _, widget = viewer2d.window.add_plugin_dock_widget("napari-fbrs", "f-BRS")
+    box = widget.zoom_first_crop_box
+    assert box.currentText() == "auto" and widget.settings.zoom_first_click_crop == "auto"
+    assert [box.itemText(i) for i in range(box.count())] == ["off", "auto", "64", "128", "256"]
+    seen = []
+    box.valueChanged.connect(seen.append)
+    box.setCurrentIndex(0)
+    assert box.value() == 0 and widget.settings.zoom_first_click_crop == 0
+    box.lineEdit().setText("96")  # typed
+    assert box.value() == 96 and widget.settings.zoom_first_click_crop == 96
+    validator = box.validator()
+    state = validator.validate("5000", 4)[0]
+    assert state == validator.Invalid  # above 4096: not even typed
+    assert validator.validate("1", 1)[0] == validator.Intermediate  # on the way to 128
+    box.lineEdit().setText("1")  # not a setting (yet): the value stays, the text comes back
+    assert box.value() == 96
+    box.lineEdit().editingFinished.emit()
+    assert box.currentText() == "96" and seen == [0, 96]
+    widget.configure(zoom_first_click_crop="auto")
+    assert box.currentText() == "auto" and widget.settings.zoom_first_click_crop == "auto"
+    for bad in (4, "big", 5000, True):
+        with pytest.raises(ValueError, match="first-click crop must be 'off', 'auto' or 8 to"):
+            widget.configure(zoom_first_click_crop=bad)
+    assert widget.settings.zoom_first_click_crop == "auto"
+
+
 def test_settings_apply_from_the_next_object(viewer2d):
     widget = open_widget(viewer2d)
     widget.add_click(20, 30)
@@ -453,9 +480,9 @@ def test_settings_apply_from_the_next_object(viewer2d):
     )
     assert (p.zoom_in.min_crop_size, p.zoom_in.first_click_crop) == (24, 32)
     assert p.state.roi == (16, 47, 32, 63)  # the first click's crop, moved inside 48 x 64
-    assert widget.zoom_first_crop_spin.text() == "32"
+    assert widget.zoom_first_crop_box.currentText() == "32"
     widget.configure(zoom_first_click_crop=0)
-    assert widget.zoom_first_crop_spin.text() == "off"
+    assert widget.zoom_first_crop_box.currentText() == "off"
     assert p.min_size is None and widget.min_size_spin.text() == "off"  # open_widget's 0
     widget.configure(min_size=128)
     widget.finish_object()

@@ -46,7 +46,6 @@ from qtpy.QtGui import QKeySequence
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGridLayout,
@@ -57,11 +56,11 @@ from qtpy.QtWidgets import (
     QPushButton,
     QShortcut,
     QSlider,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
+from napari_fbrs._widget.controls import FirstClickCropBox, spin_box
 from napari_fbrs.core import zoo
 from napari_fbrs.core.autosave import (
     SUFFIX,
@@ -130,9 +129,9 @@ class PredictorSettings:
     zoom_skip_clicks, zoom_target_size, zoom_expansion_ratio, zoom_min_crop
         ZoomIn's ``skip_clicks``, ``target_size``, ``expansion_ratio`` and
         ``min_crop_size``.
-    zoom_first_click_crop : int
-        ZoomIn's ``first_click_crop`` (pixels; 0: off, the first click sees the whole
-        image). For small objects such as nuclei, a few object diameters (e.g. 128).
+    zoom_first_click_crop : int or "auto"
+        ZoomIn's ``first_click_crop``: ``"auto"`` (zoom in again on a small first-click
+        object), a side in pixels, or 0 (off: the first click sees the whole image).
     max_size : int
         Longest side (pixels) of what the network sees; 0: no limit.
     min_size : int
@@ -154,7 +153,7 @@ class PredictorSettings:
     zoom_target_size: int = 400
     zoom_expansion_ratio: float = 1.4
     zoom_min_crop: int = 200
-    zoom_first_click_crop: int = 0
+    zoom_first_click_crop: int | str = "auto"
     max_size: int = 0
     min_size: int = 256  # the predictor's MIN_VIEW_SIZE (its module imports torch)
     with_flip: bool = True
@@ -173,28 +172,6 @@ def _notify_error(message: str) -> None:
     from napari.utils.notifications import show_error
 
     show_error(message)
-
-
-def _spin_box(
-    low: float,
-    high: float,
-    value: float,
-    step: float | None = None,
-    special: str | None = None,
-    tooltip: str | None = None,
-) -> QSpinBox | QDoubleSpinBox:
-    """A spin box (a double one when any bound or the step is a float); ``special`` is the
-    text shown at ``low``."""
-    box = QDoubleSpinBox() if any(isinstance(v, float) for v in (low, high, step)) else QSpinBox()
-    box.setRange(low, high)
-    if step is not None:
-        box.setSingleStep(step)
-    if special is not None:
-        box.setSpecialValueText(special)
-    box.setValue(value)
-    if tooltip:
-        box.setToolTip(tooltip)
-    return box
 
 
 def _notify_warning(message: str) -> None:
@@ -808,7 +785,7 @@ class FbrsWidget(QWidget):
             "zoom_target_size": self.zoom_target_spin.setValue,
             "zoom_expansion_ratio": self.zoom_expand_spin.setValue,
             "zoom_min_crop": self.zoom_min_crop_spin.setValue,
-            "zoom_first_click_crop": self.zoom_first_crop_spin.setValue,
+            "zoom_first_click_crop": self.zoom_first_crop_box.setValue,
             "max_size": self.max_size_spin.setValue,
             "min_size": self.min_size_spin.setValue,
             "with_flip": self.flip_check.setChecked,
@@ -893,22 +870,22 @@ class FbrsWidget(QWidget):
         self.mode_combo = QComboBox()
         self.mode_combo.addItems(MODES)
         self.mode_combo.setCurrentText("f-BRS-B")
-        self.net_clicks_spin = _spin_box(
+        self.net_clicks_spin = spin_box(
             0, 100, 0, special="mode default",
             tooltip="Clicks given to the network; later clicks act through the BRS "
             "optimisation only.",
         )  # fmt: skip
-        self.lbfgs_spin = _spin_box(1, 500, 20)
+        self.lbfgs_spin = spin_box(1, 500, 20)
         self.flip_check = QCheckBox("average with the flipped image")
         self.flip_check.setChecked(True)
-        self.max_size_spin = _spin_box(
+        self.max_size_spin = spin_box(
             0, 8192, 0, 64, "no limit", "Longest side, in pixels, of what the network sees."
         )
         form.addRow("Device", self.device_combo)
         form.addRow("BRS mode", self.mode_combo)
         form.addRow("Network clicks", self.net_clicks_spin)
         form.addRow("L-BFGS evaluations", self.lbfgs_spin)
-        self.min_size_spin = _spin_box(
+        self.min_size_spin = spin_box(
             0, 2048, PredictorSettings.min_size, 32, "off",
             "Smaller images are enlarged to this longest side for the network (it sees "
             "too little in tiny images).",
@@ -920,21 +897,23 @@ class FbrsWidget(QWidget):
         self.zoom_group.setCheckable(True)
         self.zoom_group.setChecked(True)
         zform = QFormLayout(self.zoom_group)
-        self.zoom_skip_spin = _spin_box(0, 100, 1)
-        self.zoom_target_spin = _spin_box(8, 4096, 400, 32)
-        self.zoom_expand_spin = _spin_box(1.0, 5.0, 1.4, 0.1)
-        self.zoom_min_crop_spin = _spin_box(8, 4096, 200, 16)
-        self.zoom_first_crop_spin = _spin_box(
-            0, 4096, 0, 16, "off",
-            "Predict the first click in a square crop of this many pixels around it "
-            "(off: the whole image). For small objects in large images, such as nuclei, "
-            "use a few object diameters, e.g. 128, with a min crop of 128.",
-        )  # fmt: skip
+        self.zoom_skip_spin = spin_box(0, 100, 1)
+        self.zoom_target_spin = spin_box(8, 4096, 400, 32)
+        self.zoom_expand_spin = spin_box(1.0, 5.0, 1.4, 0.1)
+        self.zoom_min_crop_spin = spin_box(8, 4096, 200, 16)
+        self.zoom_first_crop_box = FirstClickCropBox(
+            PredictorSettings.zoom_first_click_crop,
+            "How the first click is predicted. auto: on the whole image, then once more "
+            "zoomed in when the object found is small (e.g. a nucleus in a large field). "
+            "A number: in a square crop of that many pixels around the click (a few object "
+            "diameters, e.g. 128, with a min crop of 128). off: on the whole image, as in "
+            "the paper.",
+        )
         zform.addRow("Skip clicks", self.zoom_skip_spin)
         zform.addRow("Target size", self.zoom_target_spin)
         zform.addRow("Expand ratio", self.zoom_expand_spin)
         zform.addRow("Min crop", self.zoom_min_crop_spin)
-        zform.addRow("First-click crop", self.zoom_first_crop_spin)
+        zform.addRow("First-click crop", self.zoom_first_crop_box)
         form.addRow(self.zoom_group)
         layout.addWidget(pred_box)
 
@@ -1001,7 +980,7 @@ class FbrsWidget(QWidget):
         step_row = QHBoxLayout()
         step_row.addWidget(self.prev_button)
         step_row.addWidget(self.next_button)
-        self.object_id_spin = _spin_box(
+        self.object_id_spin = spin_box(
             0, 2**31 - 1, 0, special="new",
             tooltip="Id of the object on this slice when it is finished or propagated "
             "('new': the next free id). A set id replaces that object's old pixels on the "
@@ -1010,7 +989,7 @@ class FbrsWidget(QWidget):
         self.direction_combo = QComboBox()
         for text, direction in DIRECTIONS:
             self.direction_combo.addItem(text, direction)
-        self.stop_iou_spin = _spin_box(
+        self.stop_iou_spin = spin_box(
             0.0, 1.0, 0.5, 0.05,
             tooltip="Propagation stops where the object's overlap (IoU) with the previous "
             "slice drops below this.",
@@ -1021,7 +1000,7 @@ class FbrsWidget(QWidget):
             f"its area grows again by more than {CONVEX_REGROWTH:.0%} (the walk entering a "
             "touching neighbour)."
         )
-        self.min_contrast_spin = _spin_box(
+        self.min_contrast_spin = spin_box(
             0.0, 1.0, 0.0, 0.05, special="off",
             tooltip="Stop where the object's brightness above the background falls below "
             "this fraction of the start slice's (for bright objects on a dark background).",
@@ -1090,7 +1069,7 @@ class FbrsWidget(QWidget):
             self.zoom_target_spin.valueChanged,
             self.zoom_expand_spin.valueChanged,
             self.zoom_min_crop_spin.valueChanged,
-            self.zoom_first_crop_spin.valueChanged,
+            self.zoom_first_crop_box.valueChanged,
         ):
             signal.connect(self._on_settings_changed)
         self.device_combo.currentIndexChanged.connect(self._update_model_status)
@@ -1122,7 +1101,7 @@ class FbrsWidget(QWidget):
             zoom_target_size=self.zoom_target_spin.value(),
             zoom_expansion_ratio=self.zoom_expand_spin.value(),
             zoom_min_crop=self.zoom_min_crop_spin.value(),
-            zoom_first_click_crop=self.zoom_first_crop_spin.value(),
+            zoom_first_click_crop=self.zoom_first_crop_box.value(),
             max_size=self.max_size_spin.value(),
             min_size=self.min_size_spin.value(),
             with_flip=self.flip_check.isChecked(),

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-__all__ = ["UserError", "main"]
+__all__ = ["UserError", "first_click_crop", "main"]
 
 # subcommand -> module (imported only when that subcommand runs or help is built)
 SUBCOMMANDS = {
@@ -28,6 +28,38 @@ class UserError(Exception):
     Raise it with a message that says what is wrong and, where it helps, what to do
     instead. :func:`main` prints it without a traceback.
     """
+
+
+def first_click_crop(text: str | None) -> int | str | None:
+    """The value of a ``--first-click-crop`` option as ``nf.ZoomIn`` takes it.
+
+    Parameters
+    ----------
+    text : str or None
+        ``off`` (or ``None``): the whole image; ``auto``; or a side in pixels, at least 8.
+
+    Returns
+    -------
+    int, "auto" or None
+
+    Raises
+    ------
+    UserError
+        Anything else.
+    """
+    if text is None or text.strip().lower() == "off":
+        return None
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        side = int(text)
+    except ValueError:
+        raise UserError(
+            f"--first-click-crop must be a number of pixels, 'auto' or 'off', not {text!r}"
+        ) from None
+    if side < 8:
+        raise UserError(f"--first-click-crop must be at least 8 pixels, not {side}")
+    return side
 
 
 def _one_line(text: str) -> str:

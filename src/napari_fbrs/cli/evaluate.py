@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from napari_fbrs.cli import UserError
+from napari_fbrs.cli import UserError, first_click_crop
 
 __all__ = ["ProgressBar", "add_parser", "run"]
 
@@ -188,11 +188,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--first-click-crop",
-        type=int,
         default=None,
-        metavar="N",
-        help="predict the first click in an N x N crop around it (default: the whole "
-        "image, as the paper); for small objects such as nuclei, e.g. 128",
+        metavar="N|auto|off",
+        help="predict the first click in an N x N crop around it; auto: on the whole image, "
+        "then again zoomed in if the object found is small; off (default): the whole "
+        "image, as the paper",
     )
     parser.add_argument(
         "--no-flip", action="store_true", help="do not average with the horizontally flipped image"
@@ -245,10 +245,7 @@ def _check_args(args: argparse.Namespace) -> None:
     args.zoom_in = zoom
     if args.min_crop < 8:
         raise UserError(f"--min-crop must be at least 8 pixels, not {args.min_crop}")
-    if args.first_click_crop is not None and args.first_click_crop < 8:
-        raise UserError(
-            f"--first-click-crop must be at least 8 pixels, not {args.first_click_crop}"
-        )
+    args.first_click_crop = first_click_crop(args.first_click_crop)
     if zoom == "off" and args.first_click_crop is not None:
         raise UserError("--first-click-crop needs ZoomIn; drop --zoom-in off")
     if args.out.exists() and not args.out.is_dir():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_fbrs.cli import UserError
+from napari_fbrs.cli import UserError, first_click_crop
 
 __all__ = ["add_parser", "parse_click", "read_image", "run"]
 
@@ -107,6 +107,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--no-zoom-in",
         action="store_true",
         help="always predict on the whole image (no Zoom-In crop)",
+    )
+    parser.add_argument(
+        "--first-click-crop",
+        default=None,
+        metavar="N|auto|off",
+        help="how the first click is predicted: auto (default) on the whole image, then "
+        "again zoomed in if the object found is small; N: in an N x N crop around it; "
+        "off: on the whole image, as the paper",
     )
     parser.set_defaults(func=run)
     return parser
@@ -285,6 +293,9 @@ def run(args: argparse.Namespace) -> int:
     mode = _canonical_mode(args.mode)
     if not 0.0 < args.thresh < 1.0:
         raise UserError(f"--thresh must lie strictly between 0 and 1, got {args.thresh:g}")
+    if args.no_zoom_in and args.first_click_crop is not None:
+        raise UserError("--first-click-crop needs ZoomIn; drop --no-zoom-in")
+    crop = first_click_crop("auto" if args.first_click_crop is None else args.first_click_crop)
 
     import napari_fbrs as nf
     from napari_fbrs.core.models.registry import resolve_device
@@ -304,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
             mode=mode,
             device=str(device),
             with_flip=not args.no_flip,
-            zoom_in=None if args.no_zoom_in else nf.ZoomIn(target_size=400),
+            zoom_in=None if args.no_zoom_in else nf.ZoomIn(target_size=400, first_click_crop=crop),
             prob_thresh=args.thresh,
         )
         predictor.set_image(image)
@@ -317,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {args.model} ({arch}{where}) on {device}")
     options = [
         f"flip {'off' if args.no_flip else 'on'}",
-        f"zoom-in {'off' if args.no_zoom_in else 'on'}",
+        "zoom-in off" if args.no_zoom_in else f"zoom-in on, first-click crop {crop or 'off'}",
         f"threshold {args.thresh:g}",
     ]
     print(f"mode: {mode} ({', '.join(options)})")

@@ -368,6 +368,16 @@ class Predictor:
         """The state after ``clicks``, continuing from ``prev``; ``roi`` (a crop or
         ``None``) replaces ZoomIn's choice when given."""
         h, w = self.image_shape
+        zoom = self.zoom_in
+        if (
+            roi is False
+            and zoom is not None
+            and zoom.first_click_crop == "auto"
+            and len(clicks) <= zoom.skip_clicks
+        ):
+            whole = self._predict(clicks, prev, roi=None)
+            crop = zoom.small_object_roi(whole.prob, clicks)
+            return whole if crop is None else self._predict(clicks, prev, roi=crop)
         full: Roi = (0, h - 1, 0, w - 1)
         changed = False
         if roi is not False:

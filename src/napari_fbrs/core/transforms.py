@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -17,6 +18,10 @@ from napari_fbrs.core.clicks import Click
 #: smallest longer side of a whole-image view (smaller images are enlarged to it); the
 #: benchmark images (GrabCut, Berkeley, DAVIS, SBD, the conformance fixtures) are larger
 MIN_VIEW_SIZE = 256
+
+#: ``first_click_crop="auto"`` zooms in when the object's crop side is at most this
+#: fraction of the image's longer side
+AUTO_CROP_MAX_FRACTION = 0.5
 
 __all__ = ["ZoomIn", "Roi", "bbox_iou", "click_crop", "object_roi", "view_size", "clicks_to_view"]
 
@@ -48,13 +53,16 @@ class ZoomIn:
     prob_thresh : float
         Threshold that defines the current object for the crop (strictly greater). The
         reference uses 0.5 here whatever the predictor's own threshold (0.49).
-    first_click_crop : int or None
-        Side, in image pixels, of a square crop centred on the first click, used for the
-        first ``skip_clicks`` clicks when the first click is positive (an extension, not
-        in the paper; ``None``: whole image, as the paper). For small objects in large
-        images, such as nuclei, a crop of a few object diameters lets the network see the
-        object at a useful size from the first click; an image smaller than the crop is
-        seen whole, resized to ``target_size``.
+    first_click_crop : int, "auto" or None
+        How the first ``skip_clicks`` clicks are predicted when the first click is positive
+        (an extension, not in the paper). ``None``: on the whole image, as the paper. An
+        int: in a square crop of that side, in image pixels, centred on the first click;
+        for small objects in large images, such as nuclei, a crop of a few object diameters
+        lets the network see the object at a useful size from the first click (an image
+        smaller than the crop is seen whole, resized to ``target_size``). ``"auto"``: on
+        the whole image, then, when the object found there is small (its ZoomIn crop at
+        most half the image's longer side, :meth:`small_object_roi`), once more in that
+        crop; costs a second network pass on those clicks only.
     """
 
     target_size: int = 400
@@ -63,17 +71,20 @@ class ZoomIn:
     min_crop_size: int = 200
     recompute_iou: float = 0.5
     prob_thresh: float = 0.5
-    first_click_crop: int | None = None
+    first_click_crop: int | Literal["auto"] | None = None
 
     def __post_init__(self) -> None:
         if self.target_size < 8:
             raise ValueError(f"ZoomIn target_size must be >= 8, got {self.target_size}")
         if self.expansion_ratio < 1:
             raise ValueError(f"ZoomIn expansion_ratio must be >= 1, got {self.expansion_ratio}")
-        if self.first_click_crop is not None and self.first_click_crop < 8:
+        crop = self.first_click_crop
+        if isinstance(crop, str) and crop != "auto":
             raise ValueError(
-                f"ZoomIn first_click_crop must be >= 8 pixels or None, got {self.first_click_crop}"
+                f"ZoomIn first_click_crop must be an int, 'auto' or None, got {crop!r}"
             )
+        if isinstance(crop, int | float) and crop < 8:
+            raise ValueError(f"ZoomIn first_click_crop must be >= 8 pixels or None, got {crop}")
 
     def next_roi(
         self,
@@ -101,7 +112,11 @@ class ZoomIn:
             The crop to use (``None``: whole image) and whether it differs from ``roi``.
         """
         if len(clicks) <= self.skip_clicks:
-            if self.first_click_crop is None or shape is None or not clicks[0].positive:
+            if (
+                not isinstance(self.first_click_crop, int)
+                or shape is None
+                or not clicks[0].positive
+            ):
                 return roi, False
             first = click_crop(clicks[0], self.first_click_crop, shape)
             return first, first != roi
@@ -122,6 +137,34 @@ class ZoomIn:
         ):
             return current, True
         return roi, False
+
+    def small_object_roi(self, prob: np.ndarray, clicks: Sequence[Click]) -> Roi | None:
+        """The crop ``first_click_crop="auto"`` zooms into after a whole-image prediction.
+
+        Parameters
+        ----------
+        prob : numpy.ndarray
+            ``(H, W)`` probabilities predicted on the whole image.
+        clicks : sequence of Click
+            The clicks so far, full-image ``(y, x)`` coordinates.
+
+        Returns
+        -------
+        Roi or None
+            The crop ZoomIn would take around the object (as after ``skip_clicks``), or
+            ``None`` when the first click is negative, nothing is above the threshold, or
+            the crop's longer side exceeds :data:`AUTO_CROP_MAX_FRACTION` of the image's.
+        """
+        if not clicks or not clicks[0].positive:
+            return None
+        mask = prob > self.prob_thresh
+        if not mask.any():
+            return None
+        roi = object_roi(mask, clicks, self.expansion_ratio, self.min_crop_size)
+        side = max(roi[1] - roi[0] + 1, roi[3] - roi[2] + 1)
+        if side > AUTO_CROP_MAX_FRACTION * max(prob.shape):
+            return None
+        return roi
 
 
 def click_crop(click: Click, side: int, shape: tuple[int, int]) -> Roi:
