@@ -285,6 +285,31 @@ def test_folder_without_matching_masks(tmp_path):
         len(open_dataset(str(tmp_path / "d")))
 
 
+def test_label_stack_planes_all_gives_every_large_enough_cross_section(tmp_path):
+    from napari_fbrs.core.training.data import TrainingData
+
+    labels = np.zeros((4, 12, 12), np.uint16)
+    labels[0, 0:2, 0:2] = 1  # 4 px: an out-of-focus tip
+    labels[1, 0:5, 0:6] = 1  # 30 px: the largest plane of label 1
+    labels[2, 0:4, 0:5] = 1  # 20 px
+    labels[1, 6:11, 6:11] = 7  # 25 px, one plane only
+    labels[3, 10:12, 10:12] = 9  # 4 px: its largest plane is kept whatever its size
+    tifffile.imwrite(tmp_path / "s_labels.tif", labels)
+    tifffile.imwrite(tmp_path / "s_image.tif", np.zeros((4, 12, 12), np.uint16))
+    spec = str(tmp_path / "s_image.tif")
+    assert [(e.label, e.plane) for e in open_dataset(spec).entries] == [(1, 1), (7, 1), (9, 3)]
+    every = open_dataset(spec, stack_planes="all")
+    assert [(e.label, e.plane) for e in every.entries] == [(1, 1), (7, 1), (1, 2), (9, 3)]
+    third = every[2]
+    assert third.name == "s_image#1@z2" and third.gt.sum() == 20
+    np.testing.assert_array_equal(third.gt, labels[2] == 1)
+    pair = f"{tmp_path / 's_image.tif'}+{tmp_path / 's_labels.tif'}"
+    assert len(open_dataset(pair, stack_planes="all")) == 4
+    assert len(TrainingData([pair])) == 4  # training uses every plane
+    with pytest.raises(ValueError, match="planes must be 'largest' or 'all', not 'some'"):
+        LabelImageDataset(tmp_path / "s_image.tif", tmp_path / "s_labels.tif", planes="some")
+
+
 def test_label_stack_must_fit_its_image(tmp_path):
     labels = np.zeros((3, 8, 8), np.uint8)
     labels[1, 2:5, 2:5] = 4

@@ -403,7 +403,9 @@ class LabelImageDataset(ObjectDataset):
 
     A ``(Z, H, W)`` label stack with its ``(Z, H, W[, C])`` image stack gives one object per
     label id too, evaluated in 2D on the z-plane where that label has the most pixels (the
-    first such plane on a tie); objects are then ordered by plane, then label id.
+    first such plane on a tie); objects are then ordered by plane, then label id. With
+    ``planes="all"`` (what training uses) every z-plane where a label has at least
+    ``min_plane_pixels`` pixels is an object of its own (its largest plane always is).
 
     Parameters
     ----------
@@ -412,6 +414,11 @@ class LabelImageDataset(ObjectDataset):
         ``(Z, H, W[, C])`` and ``(Z, H, W)`` stacks (TIFF).
     name : str or None
         Default: the image's stem without a trailing ``_image``/``_img``/``_raw``.
+    planes : {"largest", "all"}
+        Which z-planes of a label stack become objects.
+    min_plane_pixels : int
+        With ``planes="all"``: the fewest pixels of a label on a plane for that plane to
+        count (smaller cross-sections, such as an object's out-of-focus tips, are left out).
     """
 
     def __init__(
@@ -419,7 +426,13 @@ class LabelImageDataset(ObjectDataset):
         image_path: str | os.PathLike[str],
         labels_path: str | os.PathLike[str],
         name: str | None = None,
+        planes: Literal["largest", "all"] = "largest",
+        min_plane_pixels: int = 16,
     ):
+        if planes not in ("largest", "all"):
+            raise ValueError(f"planes must be 'largest' or 'all', not {planes!r}")
+        self.planes = planes
+        self.min_plane_pixels = int(min_plane_pixels)
         self.image_path = Path(image_path)
         self.labels_path = Path(labels_path)
         for path in (self.image_path, self.labels_path):
@@ -456,8 +469,14 @@ class LabelImageDataset(ObjectDataset):
         for i in ids:
             box = boxes[i - 1]
             per_plane = (labels[box] == i).sum(axis=(1, 2))
-            plane = box[0].start + int(np.argmax(per_plane))
-            entries.append(_Entry(self.image_path, self.labels_path, i, plane))
+            largest = int(np.argmax(per_plane))
+            chosen = [largest]
+            if self.planes == "all":
+                chosen = [
+                    k for k, n in enumerate(per_plane) if n >= self.min_plane_pixels or k == largest
+                ]
+            for k in chosen:
+                entries.append(_Entry(self.image_path, self.labels_path, i, box[0].start + k))
         # objects of one plane in a row, so that they share the plane's image array
         return sorted(entries, key=lambda e: (e.plane, e.label))
 
@@ -582,7 +601,11 @@ def _open_folder(folder: Path) -> ObjectDataset:
     return MaskFolderDataset(folder / image_dir, folder / mask_dir, "auto", folder.name)
 
 
-def open_dataset(spec: str, data_root: str | os.PathLike[str] | None = None) -> ObjectDataset:
+def open_dataset(
+    spec: str,
+    data_root: str | os.PathLike[str] | None = None,
+    stack_planes: Literal["largest", "all"] = "largest",
+) -> ObjectDataset:
     """Open a dataset from a benchmark name or a path.
 
     Parameters
@@ -599,6 +622,9 @@ def open_dataset(spec: str, data_root: str | os.PathLike[str] | None = None) -> 
           under the same name with ``labels`` (or ``label``, ``masks``, ``mask``).
     data_root : path or None
         Where benchmark names are looked up.
+    stack_planes : {"largest", "all"}
+        For a label stack: one object per label on its largest z-plane (evaluation), or
+        one per plane it covers (training); see :class:`LabelImageDataset`.
 
     Raises
     ------
@@ -623,7 +649,7 @@ def open_dataset(spec: str, data_root: str | os.PathLike[str] | None = None) -> 
         if first.is_dir() and second.is_dir():
             return MaskFolderDataset(first, second, "auto", first.resolve().parent.name)
         if first.is_file() and second.is_file():
-            return LabelImageDataset(first, second)
+            return LabelImageDataset(first, second, planes=stack_planes)
         raise DatasetError(f"{spec}: expected IMAGE+LABELS files or IMAGES_DIR+MASKS_DIR folders")
     path = Path(spec)
     if path.is_dir():
@@ -632,6 +658,6 @@ def open_dataset(spec: str, data_root: str | os.PathLike[str] | None = None) -> 
         labels = _find_labels_for(path)
         if labels is None:
             raise DatasetError(f"no label image found beside {path}; give both as IMAGE+LABELS")
-        return LabelImageDataset(path, labels)
+        return LabelImageDataset(path, labels, planes=stack_planes)
     known = ", ".join(BENCHMARKS)
     raise DatasetError(f"{spec!r} is neither a known dataset ({known}) nor an existing path")

@@ -27,7 +27,9 @@ class TrainingData:
     folders : sequence of path
         Dataset folders in any layout :func:`napari_fbrs.core.evaluation.datasets.open_dataset`
         reads (GrabCut ``data_GT``/``boundary_GT``, ``img``/``gt``, ``images``/``masks``
-        with binary masks or instance-label images, ``IMAGE+LABELS`` pairs).
+        with binary masks or instance-label images, ``IMAGE+LABELS`` pairs). A ``(Z, H, W)``
+        label stack gives one object per label and z-plane (planes where the label has at
+        least 16 pixels), not only its largest plane as in evaluation.
     synthetic : int
         Number of synthetic images in the mix (each index is one fixed generated scene).
     seed : int
@@ -55,7 +57,8 @@ class TrainingData:
     ):
         from napari_fbrs.core.evaluation.datasets import open_dataset
 
-        self.datasets = [open_dataset(str(f)) for f in folders]
+        # every labelled z-plane of a label stack is a training object
+        self.datasets = [open_dataset(str(f), stack_planes="all") for f in folders]
         self.sizes = [len(d) for d in self.datasets]
         self.synthetic = int(synthetic)
         self.seed = int(seed)
