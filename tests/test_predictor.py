@@ -129,8 +129,10 @@ def test_bad_image_layouts_are_explained(net):
         p.set_image(np.zeros((0, 5)))
 
 
-def test_max_size_limits_what_the_network_sees(net):
-    seen = []
+def record_view_sizes(net) -> list[tuple[int, int]]:
+    """Make ``net`` append the (h, w) of every view its head sees to the returned list;
+    ``del net.logits_from_maps`` undoes it."""
+    seen: list[tuple[int, int]] = []
     orig = net.logits_from_maps
 
     def spy(image, maps):
@@ -138,6 +140,11 @@ def test_max_size_limits_what_the_network_sees(net):
         return orig(image, maps)
 
     net.logits_from_maps = spy
+    return seen
+
+
+def test_max_size_limits_what_the_network_sees(net):
+    seen = record_view_sizes(net)
     try:
         p = nf.Predictor(net, mode="NoBRS", device="cpu", zoom_in=None, max_size=32)
         p.set_image(np.zeros((64, 128), np.uint8))
@@ -165,16 +172,9 @@ def test_zoom_in_crops_around_the_object(net):
 def test_first_click_crop_shows_a_small_object_enlarged(net):
     """With first_click_crop the first positive click is predicted in a square crop around
     it, resized to target_size; the paper's default predicts it on the whole image."""
-    seen = []
-    orig = net.logits_from_maps
-
-    def spy(image, maps):
-        seen.append(tuple(image.shape[2:]))
-        return orig(image, maps)
-
     image = np.zeros((300, 500), np.uint8)
     image[140:160, 390:410] = 200  # a 20-pixel object
-    net.logits_from_maps = spy
+    seen = record_view_sizes(net)
     try:
         zoom = nf.ZoomIn(target_size=128, first_click_crop=64)
         p = nf.Predictor(net, mode="NoBRS", device="cpu", zoom_in=zoom, with_flip=False)
@@ -211,14 +211,7 @@ def test_first_click_crop_auto_zooms_into_small_objects_only():
 
     def run(radius, y=150.0, x=250.0, positive=True):
         net = disk_net(radius=radius)
-        seen = []
-        orig = net.logits_from_maps
-
-        def spy(img, maps):
-            seen.append(tuple(img.shape[2:]))
-            return orig(img, maps)
-
-        net.logits_from_maps = spy
+        seen = record_view_sizes(net)
         zoom = nf.ZoomIn(target_size=128, min_crop_size=64, first_click_crop="auto")
         p = nf.Predictor(net, mode="NoBRS", device="cpu", zoom_in=zoom, with_flip=False)
         p.set_image(image)
