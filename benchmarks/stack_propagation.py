@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_fbrs.cli import first_click_crop
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,9 +43,9 @@ def main() -> None:
     ap.add_argument("--min-crop", type=int, default=200, help="ZoomIn min_crop_size")
     ap.add_argument(
         "--first-click-crop",
-        type=lambda text: text if text == "auto" else int(text),
+        type=first_click_crop,
         default=None,
-        help="ZoomIn first_click_crop (pixels or auto)",
+        help="ZoomIn first_click_crop (pixels, auto or off)",
     )
     ap.add_argument("--prob-thresh", type=float, default=0.49, help="Predictor prob_thresh")
     ap.add_argument("--extra-positive", type=int, default=0, help="propagate(n_extra_positive=...)")

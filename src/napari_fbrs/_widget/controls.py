@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qtpy.QtCore import Signal
 from qtpy.QtGui import QValidator
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QSpinBox, QWidget
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QSpinBox
 
 __all__ = ["FirstClickCropBox", "spin_box"]
 
@@ -32,25 +32,17 @@ def spin_box(
 
 
 class _CropValidator(QValidator):
-    """Accepts ``off``, ``auto`` and whole numbers from ``low`` to ``high``; their
-    beginnings while they are typed."""
-
-    def __init__(self, low: int, high: int, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.low, self.high = low, high
+    """Accepts what :meth:`FirstClickCropBox._parse` takes; the beginnings of ``off``,
+    ``auto`` and of numbers below the smallest size while they are typed."""
 
     def validate(self, text: str, pos: int):  # noqa: D102 (Qt API)
         word = text.strip().lower()
-        if word in ("off", "auto"):
+        if word and FirstClickCropBox._parse(word) is not None:
             return QValidator.Acceptable, text, pos
-        if word == "" or "off".startswith(word) or "auto".startswith(word):
+        if "off".startswith(word) or "auto".startswith(word):
             return QValidator.Intermediate, text, pos
-        if word.isdigit():
-            value = int(word)
-            if self.low <= value <= self.high:
-                return QValidator.Acceptable, text, pos
-            if value < self.low:  # e.g. "1" on the way to "128"
-                return QValidator.Intermediate, text, pos
+        if word.isdigit() and int(word) < FirstClickCropBox.LOW:  # "1" on the way to "128"
+            return QValidator.Intermediate, text, pos
         return QValidator.Invalid, text, pos
 
 
@@ -72,7 +64,7 @@ class FirstClickCropBox(QComboBox):
         self.setEditable(True)
         self.addItems(self.CHOICES)
         self.setInsertPolicy(QComboBox.NoInsert)
-        self.setValidator(_CropValidator(self.LOW, self.HIGH, self))
+        self.setValidator(_CropValidator(self))
         self._value: int | str = 0
         self.setValue(value)
         if tooltip:

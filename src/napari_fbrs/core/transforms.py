@@ -112,13 +112,10 @@ class ZoomIn:
             The crop to use (``None``: whole image) and whether it differs from ``roi``.
         """
         if len(clicks) <= self.skip_clicks:
-            if (
-                not isinstance(self.first_click_crop, int)
-                or shape is None
-                or not clicks[0].positive
-            ):
-                return roi, False
-            first = click_crop(clicks[0], self.first_click_crop, shape)
+            crop = self.first_click_crop
+            if crop is None or crop == "auto" or shape is None or not clicks[0].positive:
+                return roi, False  # "auto" is the predictor's two-pass job
+            first = click_crop(clicks[0], int(crop), shape)
             return first, first != roi
         current = None
         if prev_prob is not None:
