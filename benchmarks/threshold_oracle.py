@@ -6,7 +6,20 @@ y and x) is thresholded at each percentile 2..99 of the nucleus's bounding box (
 4 px); the connected component that overlaps the nucleus most is compared with it, and the
 best IoU over all levels is kept. This is an *oracle*: the level is chosen with the answer.
 Two variants: on the nucleus's middle slice (2D, as the NoC robot sees it) and on the whole
-stack (3D components, as propagation must separate it from its neighbours). Writes JSON.
+stack (3D components, as propagation must separate it from its neighbours).
+
+Two more oracles bound what any method working from these intensities can reach:
+
+* *foreground*: the best single threshold of the smoothed stack against the union of all
+  labels (IoU), i.e. how well the image separates nuclei from background at all;
+* *split*: the true foreground is given, and a seeded watershed from one true seed per nucleus
+  (its most interior voxel) divides it, on the true foreground's distance transform (shape
+  alone), the inverted smoothed intensity, or its gradient magnitude. Only the boundaries
+  between touching nuclei are left to find, with more help than clicks give;
+* *threshold + split*: the same distance-transform split from the true seeds, but on the
+  foreground thresholded at the best level per nucleus (both oracles).
+
+Writes JSON.
 
 Usage: ``python benchmarks/threshold_oracle.py --out oracle.json``
 """
@@ -48,6 +61,99 @@ def best_threshold_iou(image: np.ndarray, truth: np.ndarray, pad: int = 4) -> fl
     return best
 
 
+def best_foreground_iou(image: np.ndarray, foreground: np.ndarray) -> float:
+    """Best IoU of ``image >= level`` with ``foreground`` over the percentiles 2..99 of ``image``.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        Float image, any shape.
+    foreground : np.ndarray
+        Bool mask of the same shape (all objects together).
+    """
+    best = 0.0
+    for level in np.percentile(image, np.arange(2, 100)):
+        found = image >= level
+        best = max(best, float((found & foreground).sum() / (found | foreground).sum()))
+    return best
+
+
+def interior_seeds(labels: np.ndarray) -> np.ndarray:
+    """One marker voxel per label: its voxel farthest from the background (same shape, int32)."""
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(labels > 0)
+    seeds = np.zeros(labels.shape, np.int32)
+    for label in (int(v) for v in np.unique(labels) if v):
+        inside = np.where(labels == label, depth, 0.0)
+        seeds[np.unravel_index(int(np.argmax(inside)), labels.shape)] = label
+    return seeds
+
+
+def seeded_split_ious(
+    labels: np.ndarray, seeds: np.ndarray, elevation: np.ndarray
+) -> dict[int, float]:
+    """Per-label IoU after a watershed of the true foreground from the true seeds.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer instance labels, ``(Z, Y, X)``; 0 is background.
+    seeds : np.ndarray
+        Integer markers of the same shape (:func:`interior_seeds`).
+    elevation : np.ndarray
+        Float ``(Z, Y, X)`` landscape the watershed floods (low values first).
+
+    Returns
+    -------
+    dict
+        Label -> IoU of its watershed region with its true mask.
+    """
+    from skimage.segmentation import watershed
+
+    regions = watershed(elevation, seeds, mask=labels > 0)
+    ious = {}
+    for label in (int(v) for v in np.unique(labels) if v):
+        mine, truth = regions == label, labels == label
+        ious[label] = float((mine & truth).sum() / (mine | truth).sum())
+    return ious
+
+
+def best_threshold_split_iou(
+    image: np.ndarray, labels: np.ndarray, seeds: np.ndarray, label: int, pad: int = 4
+) -> float:
+    """Best IoU of ``label``'s watershed region on a thresholded foreground, over its levels.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        Float ``(Z, Y, X)`` image.
+    labels : np.ndarray
+        Integer instance labels of the same shape.
+    seeds : np.ndarray
+        Integer ``(Z, Y, X)`` markers: one voxel per label, valued with the label.
+    label : int
+        The nucleus scored; levels are the percentiles 2..98 (step 2) of its padded box.
+    pad : int
+        Margin around the nucleus's bounding box, for the levels.
+    """
+    from scipy import ndimage
+    from skimage.segmentation import watershed
+
+    truth = labels == label
+    box = ndimage.find_objects(truth.astype(np.uint8))[0]
+    box = tuple(slice(max(s.start - pad, 0), s.stop + pad) for s in box)
+    best = 0.0
+    # levels from around the nucleus, the split over the whole stack: a neighbour's seed
+    # may lie outside the box, and without it the box's blob would all go to this nucleus
+    for level in np.percentile(image[box], np.arange(2, 100, 2)):
+        found = image >= level
+        regions = watershed(-ndimage.distance_transform_edt(found), seeds, mask=found)
+        mine = regions == label
+        best = max(best, float((mine & truth).sum() / (mine | truth).sum()))
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -77,6 +183,21 @@ def main() -> None:
                 "iou3d": best_threshold_iou(smooth, truth),
             }
         )
+    from skimage.filters import sobel
+
+    foreground = labels > 0
+    splits = {
+        "distance": -ndimage.distance_transform_edt(foreground),
+        "intensity": -smooth,
+        "gradient": sobel(smooth),
+    }
+    seeds = interior_seeds(labels)
+    split_ious = {name: seeded_split_ious(labels, seeds, elev) for name, elev in splits.items()}
+    for row in rows:
+        for name, ious in split_ious.items():
+            row[f"iou3d_split_{name}"] = ious[row["id"]]
+        row["iou3d_threshold_split"] = best_threshold_split_iou(smooth, labels, seeds, row["id"])
+    threshold_split = np.array([r["iou3d_threshold_split"] for r in rows])
     iou2d = np.array([r["iou2d_middle"] for r in rows])
     iou3d = np.array([r["iou3d"] for r in rows])
     result = {
@@ -87,6 +208,16 @@ def main() -> None:
         "fraction_iou2d_middle_ge_0.9": float((iou2d >= 0.9).mean()),
         "mean_iou3d": float(iou3d.mean()),
         "fraction_iou3d_ge_0.8": float((iou3d >= 0.8).mean()),
+        "foreground_iou": best_foreground_iou(smooth, foreground),
+        "mean_iou3d_threshold_split": float(threshold_split.mean()),
+        **{
+            f"mean_iou3d_split_{name}": float(np.mean(list(ious.values())))
+            for name, ious in split_ious.items()
+        },
+        **{
+            f"fraction_iou3d_split_{name}_ge_0.8": float(np.mean([v >= 0.8 for v in ious.values()]))
+            for name, ious in split_ious.items()
+        },
         "rows": rows,
     }
     text = json.dumps(result, indent=1)

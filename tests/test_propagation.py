@@ -220,8 +220,7 @@ def test_real_predictor_runs_through_a_stack():
     assert out.shape == vol.shape and out[2].sum() == (vol[2] > 0).sum()
 
 
-def test_threshold_oracle_merges_touching_objects():
-    """benchmarks/threshold_oracle.py: exact for an isolated blob, < 1 for touching ones."""
+def _threshold_oracle():
     import importlib.util
     from pathlib import Path
 
@@ -229,11 +228,21 @@ def test_threshold_oracle_merges_touching_objects():
     spec = importlib.util.spec_from_file_location("threshold_oracle", path)
     oracle = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(oracle)
+    return oracle
 
+
+def _touching_balls():
     zz, yy, xx = np.mgrid[0:16, 0:32, 0:48]
     left = (zz - 8) ** 2 + (yy - 16) ** 2 + (xx - 14) ** 2 <= 36
     right = (zz - 8) ** 2 + (yy - 16) ** 2 + (xx - 26) ** 2 <= 36  # overlaps `left`
     right &= ~left
+    return left, right
+
+
+def test_threshold_oracle_merges_touching_objects():
+    """benchmarks/threshold_oracle.py: exact for an isolated blob, < 1 for touching ones."""
+    oracle = _threshold_oracle()
+    left, right = _touching_balls()
     alone = left.astype(np.float32)
     assert oracle.best_threshold_iou(alone, left) == 1.0
     touching = (left | right).astype(np.float32)  # same brightness: no level separates them
@@ -242,3 +251,28 @@ def test_threshold_oracle_merges_touching_objects():
     box = (slice(None), slice(None), slice(4, 25))
     assert iou == pytest.approx(left.sum() / (left | right)[box].sum())
     assert iou < 0.8
+
+
+def test_threshold_oracle_splits_touching_objects_by_shape():
+    """The split oracles: true seeds inside each object, a shape split that separates them."""
+    oracle = _threshold_oracle()
+    left, right = _touching_balls()
+    labels = left.astype(np.int32) + 2 * right.astype(np.int32)
+    seeds = oracle.interior_seeds(labels)
+    assert sorted(np.unique(seeds).tolist()) == [0, 1, 2] and (seeds > 0).sum() == 2
+    assert labels[seeds == 1].tolist() == [1] and labels[seeds == 2].tolist() == [2]
+
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(labels > 0)
+    ious = oracle.seeded_split_ious(labels, seeds, -depth)
+    assert set(ious) == {1, 2} and min(ious.values()) > 0.9
+    flat = oracle.seeded_split_ious(labels, seeds, np.zeros(labels.shape))
+    assert flat.keys() == ious.keys()
+
+    image = (labels > 0).astype(np.float32)
+    assert oracle.best_foreground_iou(image, labels > 0) == 1.0
+    assert oracle.best_foreground_iou(1.0 - image, labels > 0) < 0.5
+    # a level gives the merged pair; the split from the true seeds divides it again
+    assert oracle.best_threshold_split_iou(image, labels, seeds, 1) > 0.9
+    assert oracle.best_threshold_iou(image, left) < 0.8
