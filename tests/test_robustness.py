@@ -889,11 +889,11 @@ gui = pytest.mark.skipif(not HAVE_NAPARI, reason="napari and pytest-qt are not i
 @pytest.fixture
 def notes(monkeypatch):
     """The widget's notifications, as ``(kind, message)``."""
-    from napari_fbrs._widget import widget as widget_module
+    from napari_fbrs._widget import notify
 
     seen: list[tuple[str, str]] = []
     for kind in ("error", "warning", "info"):
-        monkeypatch.setattr(widget_module, f"_notify_{kind}", lambda m, k=kind: seen.append((k, m)))
+        monkeypatch.setattr(notify, kind, lambda m, k=kind: seen.append((k, m)))
     return seen
 
 

@@ -25,6 +25,7 @@ from napari_fbrs._widget import (  # noqa: E402
     OBJECTS_LAYER,
     FbrsWidget,
 )
+from napari_fbrs._widget import notify as notify_module  # noqa: E402
 from napari_fbrs._widget import widget as widget_module  # noqa: E402
 from napari_fbrs.core import zoo  # noqa: E402
 from napari_fbrs.core.predictor import Predictor  # noqa: E402
@@ -54,14 +55,14 @@ def _synchronous(monkeypatch):
 def errors(monkeypatch):
     """Error notifications shown by the widget."""
     seen: list[str] = []
-    monkeypatch.setattr(widget_module, "_notify_error", seen.append)
+    monkeypatch.setattr(notify_module, "error", seen.append)
     return seen
 
 
 @pytest.fixture
 def warnings_(monkeypatch):
     seen: list[str] = []
-    monkeypatch.setattr(widget_module, "_notify_warning", seen.append)
+    monkeypatch.setattr(notify_module, "warning", seen.append)
     return seen
 
 
@@ -1076,7 +1077,7 @@ def test_a_commit_is_autosaved_and_a_fresh_widget_restores_it(
     from napari_fbrs.core.autosave import Autosave
 
     notes: list[str] = []
-    monkeypatch.setattr(widget_module, "_notify_info", notes.append)
+    monkeypatch.setattr(notify_module, "info", notes.append)
     viewer = make_napari_viewer()
     viewer.add_image(make_image(), name="img")
     widget = open_widget(viewer)
@@ -1150,7 +1151,7 @@ def test_autosave_errors_never_break_segmentation(viewer2d, autosave_dir, monkey
     from napari_fbrs.core.autosave import Autosave
 
     warned: list[str] = []
-    monkeypatch.setattr(widget_module, "_notify_warning", warned.append)
+    monkeypatch.setattr(notify_module, "warning", warned.append)
 
     def full(self, state, labels_changed=None):
         raise OSError(28, "No space left on device")
