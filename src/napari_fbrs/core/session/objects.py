@@ -1,0 +1,219 @@
+"""The current object of each slice: its clicks (undoable edits), stop marks and pinned id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from napari_fbrs.core.session.entries import _ClicksEdit, _Commit, _Group
+from napari_fbrs.core.session.types import Clicks, SessionClick, SliceKey, _Object
+
+
+def _click_items(click: Any) -> tuple[Any, Any, Any]:
+    """``(y, x, positive)`` of one click item, or a ValueError that says what a click is."""
+    try:
+        items = tuple(click)
+    except TypeError:
+        items = ()
+    if len(items) != 3:
+        raise ValueError(f"a click is (y, x, positive), got {click!r}")
+    return items
+
+
+class _ObjectsMixin:
+    """Clicks and object ids of :class:`SegmentationSession` (which sets ``_objects``)."""
+
+    def _make_click(self, y: float, x: float, positive: bool) -> SessionClick:
+        try:
+            y, x = float(y), float(x)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"click coordinates must be numbers, got ({y!r}, {x!r})") from exc
+        if not (np.isfinite(y) and np.isfinite(x)):
+            raise ValueError(f"click (y={y}, x={x}) is not a finite coordinate")
+        if not self.click_inside(y, x):
+            h, w = self.spatial_shape
+            raise ValueError(f"click (y={y}, x={x}) lies outside the image of shape ({h}, {w})")
+        return SessionClick(float(y), float(x), bool(positive))
+
+    def _obj(self, key: SliceKey) -> _Object:
+        obj = self._objects.get(key)
+        if obj is None:
+            obj = self._objects[key] = _Object()
+        return obj
+
+    def clicks(self, key: SliceKey = ()) -> list[SessionClick]:
+        """The current object's clicks on slice ``key``, oldest first."""
+        obj = self._objects.get(self.check_key(key))
+        return list(obj.clicks) if obj is not None else []
+
+    def all_clicks(self) -> dict[SliceKey, list[SessionClick]]:
+        """Clicks of every slice that has some, keys in ascending order."""
+        return {k: list(o.clicks) for k, o in sorted(self._objects.items()) if o.clicks}
+
+    def add_click(self, y: float, x: float, positive: bool = True, key: SliceKey = ()) -> None:
+        """Add a click to slice ``key`` (an undo step). No prediction runs.
+
+        Parameters
+        ----------
+        y, x : float
+            Row and column in image pixels.
+        positive : bool
+            Object (``True``) or background (``False``).
+        key : SliceKey
+            The slice.
+
+        Raises
+        ------
+        ValueError
+            Outside the image or the stack; nothing changes.
+        """
+        key = self.check_key(key)
+        click = self._make_click(y, x, positive)
+        obj = self._obj(key)
+        self._record(_ClicksEdit(key, obj.clicks, obj.clicks + (click,)))
+
+    def set_clicks(self, key: SliceKey, clicks: Iterable[Sequence[Any]]) -> bool:
+        """Replace the clicks of slice ``key`` (an undo step if they differ).
+
+        Parameters
+        ----------
+        key : SliceKey
+            The slice.
+        clicks : iterable of (y, x, positive)
+            The new clicks, oldest first.
+
+        Returns
+        -------
+        bool
+            Whether anything changed.
+        """
+        return bool(self.set_all_clicks({key: clicks}, only_given=True))
+
+    def set_all_clicks(
+        self, clicks: Mapping[SliceKey, Iterable[Sequence[Any]]], only_given: bool = False
+    ) -> list[SliceKey]:
+        """Replace the clicks of many slices at once (one undo step).
+
+        Parameters
+        ----------
+        clicks : mapping of SliceKey to iterable of (y, x, positive)
+            New clicks per slice.
+        only_given : bool
+            Leave slices absent from ``clicks`` alone; by default they are emptied (the
+            mapping describes every click, e.g. a napari Points layer).
+
+        Returns
+        -------
+        list of SliceKey
+            The slices whose clicks changed.
+
+        Raises
+        ------
+        ValueError
+            A click outside the image or a key outside the stack; nothing changes.
+        """
+        new: dict[SliceKey, Clicks] = {}
+        for key, items in clicks.items():
+            key = self.check_key(key)
+            new[key] = tuple(self._make_click(*_click_items(c)) for c in items)
+        if not only_given:
+            for key, obj in self._objects.items():
+                if key not in new and obj.clicks:
+                    new[key] = ()
+        edits = [
+            _ClicksEdit(key, self._obj(key).clicks, value)
+            for key, value in sorted(new.items())
+            if self._obj(key).clicks != value
+        ]
+        if len(edits) == 1:
+            self._record(edits[0])
+        elif edits:
+            self._record(_Group(tuple(edits)))
+        return [e.key for e in edits]
+
+    def reset_clicks(self, key: SliceKey = ()) -> bool:
+        """Remove every click of slice ``key`` (an undo step); returns whether any existed."""
+        key = self.check_key(key)
+        obj = self._objects.get(key)
+        if obj is None or not obj.clicks:
+            return False
+        self._record(_ClicksEdit(key, obj.clicks, ()))
+        return True
+
+    def is_stop(self, key: SliceKey = ()) -> bool:
+        """Whether slice ``key`` is a stop mark: it has clicks, all negative."""
+        obj = self._objects.get(self.check_key(key))
+        return obj is not None and bool(obj.clicks) and not any(c.positive for c in obj.clicks)
+
+    def stop_slices(self, key: SliceKey, axis: int | None = None) -> tuple[int, ...]:
+        """Indices along ``axis`` of the stop marks (:meth:`is_stop`) on ``key``'s line of
+        slices (the other leading indices fixed), ``key`` itself excluded, ascending."""
+        key = self.check_key(key)
+        axis = self._check_axis(axis)
+        out = []
+        for k in self._objects:
+            same_line = all(
+                a == b for i, (a, b) in enumerate(zip(k, key, strict=True)) if i != axis
+            )
+            if same_line and k != key and self.is_stop(k):
+                out.append(k[axis])
+        return tuple(sorted(out))
+
+    # -- object ids -------------------------------------------------------------------------
+    def object_label(self, key: SliceKey = ()) -> int | None:
+        """The pinned id of slice ``key``'s current object, or ``None`` (it gets the next
+        free id when committed)."""
+        obj = self._objects.get(self.check_key(key))
+        return None if obj is None else obj.label
+
+    def set_object_label(self, key: SliceKey, label: int | None) -> bool:
+        """Pin the id that slice ``key``'s current object is committed with (not an undo
+        step; an undone commit brings its object back with its pin).
+
+        A commit with a pinned id *replaces* that id on the slices it writes: the id's
+        old pixels there are cleared first, so finishing or propagating a corrected
+        object never leaves pieces of its old version behind.
+
+        Parameters
+        ----------
+        key : SliceKey
+            The slice.
+        label : int or None
+            The id (at least 1), or ``None`` to unpin.
+
+        Returns
+        -------
+        bool
+            Whether the pin changed.
+        """
+        key = self.check_key(key)
+        if label is not None:
+            label = int(label)
+            if label < 1:
+                raise ValueError(f"label ids start at 1, got {label}")
+        obj = self._obj(key)
+        if obj.label == label:
+            return False
+        obj.label = label
+        return True
+
+    def carried_label(self, key: SliceKey = ()) -> int | None:
+        """The id to keep when moving on from slice ``key`` to a neighbour (the same
+        object, on the next slice).
+
+        Returns
+        -------
+        int or None
+            The pinned id of ``key``'s current object; else the id of the most recent
+            commit (in the undo history) that wrote on ``key``; else ``None``.
+        """
+        key = self.check_key(key)
+        obj = self._objects.get(key)
+        if obj is not None and obj.label is not None:
+            return obj.label
+        for entry in reversed(self._done):
+            if isinstance(entry, _Commit) and key in entry.keys:
+                return entry.label
+        return None
