@@ -216,7 +216,11 @@ def test_a_wrong_architecture_names_the_closest_one_and_the_keys(tmp_path, state
     with pytest.raises(CheckpointError, match="closest is 'tiny_test'") as info:
         load_model(path, device="cpu")
     message = str(info.value)
-    assert "mid.0.bias" in message and "extra.bias" in message and "out.weight" in message
+    assert "missing keys 1 (mid.0.bias)" in message
+    assert "unexpected keys 1 (extra.bias)" in message
+    expected = tuple(build_model("tiny_test").state_dict()["out.weight"].shape)
+    shown = ", ".join(str(n) for n in expected)
+    assert f"wrong shapes 1 (out.weight (1, 9, 1, 1) instead of ({shown}))" in message
 
 
 def test_an_unrelated_state_dict_is_not_given_a_closest_architecture():

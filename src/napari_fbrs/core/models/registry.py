@@ -239,7 +239,7 @@ def identify_architecture(state_dict: Mapping[str, Any]) -> str:
     ------
     CheckpointError
         When nothing matches; the message names the closest architecture and the keys that
-        differ (missing, unexpected, wrong shape).
+        differ (missing, unexpected, and wrong shapes with the found and expected shape).
     """
     got = {
         k: tuple(getattr(v, "shape", ()))
@@ -264,10 +264,6 @@ def identify_architecture(state_dict: Mapping[str, Any]) -> str:
         raise CheckpointError("no architecture is registered")
     _, name, missing, unexpected, wrong = best
 
-    def _few(keys: list[str]) -> str:
-        shown = ", ".join(keys[:5])
-        return f"{len(keys)} ({shown}{', ...' if len(keys) > 5 else ''})"
-
     if not set(got) & set(expected_shapes(name)):
         raise CheckpointError(
             "the checkpoint matches no known architecture: it shares no key with any f-BRS, "
@@ -275,11 +271,25 @@ def identify_architecture(state_dict: Mapping[str, Any]) -> str:
             f"{_few(sorted(got))})"
         )
 
+    want = expected_shapes(name)
+    # a wrong shape is only actionable with both shapes (e.g. a 256-channel head in a
+    # 128-channel slot means the other head width of the same family)
+    shapes = [f"{k} {_shape(got[k])} instead of {_shape(want[k])}" for k in wrong]
     raise CheckpointError(
         "the checkpoint matches no known architecture; closest is "
         f"{name!r}: missing keys {_few(missing)}, unexpected keys {_few(unexpected)}, "
-        f"wrong shapes {_few(wrong)}"
+        f"wrong shapes {_few(shapes, sep='; ')}"
     )
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(n) for n in shape) + ")"
+
+
+def _few(items: list[str], sep: str = ", ", limit: int = 5) -> str:
+    """``"N (a, b, ...)"``: how many items, and the first ``limit`` of them."""
+    shown = sep.join(items[:limit]) + (f"{sep}..." if len(items) > limit else "")
+    return f"{len(items)} ({shown})"
 
 
 def load_state_dict_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
