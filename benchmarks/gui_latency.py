@@ -148,11 +148,12 @@ def _private_autosave_dir() -> None:
     import atexit
     import tempfile
 
-    from napari_fbrs.core import autosave
+    # sidecar_path looks autosave_dir up in the paths module
+    from napari_fbrs.core.autosave import paths as autosave_paths
 
     folder = tempfile.TemporaryDirectory(prefix="fbrs-bench-autosave-")
     atexit.register(folder.cleanup)
-    autosave.autosave_dir = lambda: Path(folder.name)
+    autosave_paths.autosave_dir = lambda: Path(folder.name)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from napari_fbrs.core import autosave as autosave_module
 from napari_fbrs.core.autosave import (
     SUFFIX,
     Autosave,
@@ -31,6 +30,9 @@ from napari_fbrs.core.autosave import (
     replay,
     sidecar_path,
 )
+from napari_fbrs.core.autosave import atomic as autosave_atomic
+from napari_fbrs.core.autosave import document as autosave_document
+from napari_fbrs.core.autosave import paths as autosave_paths
 from napari_fbrs.core.session import SegmentationSession, SessionClick
 from napari_fbrs.core.testing import disk_net as _disk_net
 
@@ -299,10 +301,10 @@ def test_a_crash_while_writing_leaves_the_previous_sidecar_intact(tmp_path, fact
             raise KeyboardInterrupt("killed")  # the process dies between the two renames
         return real_replace(src, dst)
 
-    monkeypatch.setattr(autosave_module.os, "replace", dies_on_the_json)
+    monkeypatch.setattr(autosave_atomic.os, "replace", dies_on_the_json)
     with pytest.raises(KeyboardInterrupt):
         saver.write_session(s)
-    monkeypatch.setattr(autosave_module.os, "replace", real_replace)
+    monkeypatch.setattr(autosave_atomic.os, "replace", real_replace)
     after = Autosave.read(saver.path)  # still the previous one, complete and consistent
     assert [o.label for o in after.objects] == [o.label for o in before.objects] == [1, 2]
     np.testing.assert_array_equal(after.labels, before.labels)
@@ -439,7 +441,7 @@ def test_binary_garbage_and_oversized_sidecars(good, monkeypatch):
     path.write_text("[1, 2, 3]")
     with pytest.raises(AutosaveError, match="not a napari-fbrs autosave"):
         Autosave.read(path)
-    monkeypatch.setattr(autosave_module, "MAX_JSON_BYTES", 10)
+    monkeypatch.setattr(autosave_document, "MAX_JSON_BYTES", 10)
     path.write_text(" " * 100)
     with pytest.raises(AutosaveError, match="far larger"):
         Autosave.read(path)
@@ -596,7 +598,7 @@ def test_sidecar_beside_an_image_file_or_in_the_cache(tmp_path, monkeypatch):
     assert sidecar_path(image) == image.with_name("cells.tif" + SUFFIX)
     assert sidecar_path(str(image)) == sidecar_path(image)
     # a folder that cannot be written: the cache
-    monkeypatch.setattr(autosave_module, "_writable_dir", lambda folder: False)
+    monkeypatch.setattr(autosave_paths, "_writable_dir", lambda folder: False)
     p = sidecar_path(image)
     assert p.parent == tmp_path / "cache" / "autosave" and p.name.startswith("cells.tif-")
     # a layer name (no file): the cache, distinct names for distinct layers

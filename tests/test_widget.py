@@ -1037,10 +1037,11 @@ def test_correct_a_slice_and_propagate_again(make_napari_viewer):
 @pytest.fixture(autouse=True)
 def autosave_dir(monkeypatch, tmp_path):
     """Sidecars of layers without a file go to a temporary folder, not the user's cache."""
-    from napari_fbrs.core import autosave as autosave_module
+    # sidecar_path looks autosave_dir up in the paths module
+    from napari_fbrs.core.autosave import paths as autosave_paths
 
     folder = tmp_path / "autosave"
-    monkeypatch.setattr(autosave_module, "autosave_dir", lambda: folder)
+    monkeypatch.setattr(autosave_paths, "autosave_dir", lambda: folder)
     return folder
 
 
