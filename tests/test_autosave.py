@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from napari_fbrs.core import atomic as atomic_module
 from napari_fbrs.core.autosave import (
     SUFFIX,
     Autosave,
@@ -30,7 +31,6 @@ from napari_fbrs.core.autosave import (
     replay,
     sidecar_path,
 )
-from napari_fbrs.core.autosave import atomic as autosave_atomic
 from napari_fbrs.core.autosave import document as autosave_document
 from napari_fbrs.core.autosave import paths as autosave_paths
 from napari_fbrs.core.session import SegmentationSession, SessionClick
@@ -301,10 +301,10 @@ def test_a_crash_while_writing_leaves_the_previous_sidecar_intact(tmp_path, fact
             raise KeyboardInterrupt("killed")  # the process dies between the two renames
         return real_replace(src, dst)
 
-    monkeypatch.setattr(autosave_atomic.os, "replace", dies_on_the_json)
+    monkeypatch.setattr(atomic_module.os, "replace", dies_on_the_json)
     with pytest.raises(KeyboardInterrupt):
         saver.write_session(s)
-    monkeypatch.setattr(autosave_atomic.os, "replace", real_replace)
+    monkeypatch.setattr(atomic_module.os, "replace", real_replace)
     after = Autosave.read(saver.path)  # still the previous one, complete and consistent
     assert [o.label for o in after.objects] == [o.label for o in before.objects] == [1, 2]
     np.testing.assert_array_equal(after.labels, before.labels)

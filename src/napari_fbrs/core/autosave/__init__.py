@@ -47,9 +47,10 @@ in the session changes. Nothing here imports napari, Qt or torch.
 The package's modules, one job each: ``records`` (the layout's name and version, the
 error, the image and object records), ``fingerprint`` (recognising an image), ``state``
 (:class:`SessionState`: snapshot and restore), ``document`` (the JSON document, written
-and read), ``checks`` (of the values read), ``labels`` (the labels ``.npz``), ``atomic``
-(crash-safe file writes), ``paths`` (where sidecars live, and listing them), ``store``
-(the :class:`Autosave` class) and ``provenance`` (:func:`replay`).
+and read), ``checks`` (of the values read), ``labels`` (the labels ``.npz``), ``paths``
+(where sidecars live, and listing them), ``store`` (the :class:`Autosave` class) and
+``provenance`` (:func:`replay`). Files are written with
+:func:`napari_fbrs.core.atomic.atomic_write`.
 """
 
 from __future__ import annotations

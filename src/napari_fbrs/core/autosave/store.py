@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_fbrs.core.autosave.atomic import _atomic_write
+from napari_fbrs.core.atomic import atomic_write
 from napari_fbrs.core.autosave.document import _doc_to_state, _read_json, _state_to_doc
 from napari_fbrs.core.autosave.labels import (
     _LABELS_NAME,
@@ -98,7 +98,7 @@ class Autosave:
                 target = self._labels_path(digest)
                 if digest != self._labels_digest or not target.is_file():
                     encoding, arrays = _encode_labels(labels)
-                    _atomic_write(target, lambda f: np.savez_compressed(f, **arrays))
+                    atomic_write(target, lambda f: np.savez_compressed(f, **arrays))
                 else:
                     encoding = self._encoding
                 labels_doc = {
@@ -112,7 +112,7 @@ class Autosave:
                 self._encoding = encoding
             doc = _state_to_doc(state, labels_doc)
             text = json.dumps(doc, indent=1, allow_nan=False)
-            _atomic_write(self.path, lambda f: f.write(text.encode("utf-8")))
+            atomic_write(self.path, lambda f: f.write(text.encode("utf-8")))
             self.last_state = state
             self._remove_stale_labels(keep=labels_doc["file"] if labels_doc else None)
             return self.path

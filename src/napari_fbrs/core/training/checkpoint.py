@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from napari_fbrs.core.atomic import atomic_write
+
 __all__ = [
     "ARCH",
     "export",
@@ -121,7 +123,6 @@ def save_checkpoint(
 ) -> Path:
     """Write a resumable checkpoint atomically (a crash never leaves a half file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     obj: dict[str, Any] = {
         "arch": ARCH,
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
@@ -131,9 +132,7 @@ def save_checkpoint(
     }
     if optimizer is not None:
         obj["optimizer"] = optimizer.state_dict()
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(obj, f))
     return path
 
 
@@ -189,8 +188,5 @@ def export(
     info.update(meta or {})
     info["dtype"] = "float16"
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save({"arch": ARCH, "state_dict": state, "meta": info}, tmp)
-    os.replace(tmp, out)
+    atomic_write(out, lambda f: torch.save({"arch": ARCH, "state_dict": state, "meta": info}, f))
     return out

@@ -1,5 +1,5 @@
 """Writing a file atomically, so that a crash leaves either the old file or the new one,
-complete."""
+complete (autosave sidecars, saved objects, training checkpoints)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+__all__ = ["atomic_write"]
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write ``path`` through a temporary file in its folder, ``fsync`` and ``os.replace``."""
+
+def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Write ``path`` through a temporary file in its folder, ``fsync`` and ``os.replace``.
+
+    Parameters
+    ----------
+    path : Path
+        The file to write; its folder is made if missing.
+    write : callable
+        Called with the temporary file, open for binary writing; writes the content.
+
+    Raises
+    ------
+    OSError
+        (or whatever ``write`` raises) The temporary file is removed and ``path`` is left
+        as it was.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
