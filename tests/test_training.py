@@ -349,3 +349,23 @@ def test_train_cli_user_errors(tmp_path, args, message):
     )
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    from napari_fbrs.core.training import checkpoint
+
+    net = torch.nn.Linear(2, 1)
+    path = checkpoint.save_checkpoint(tmp_path / "last.pt", net, None, 1, {}, {})
+    before = path.read_bytes()
+
+    def dies_half_way(obj, f):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", dies_half_way)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save_checkpoint(path, net, None, 2, {}, {})
+    assert path.read_bytes() == before  # step 1 can still be resumed
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+    monkeypatch.undo()
+    assert checkpoint.read_checkpoint(path)["step"] == 1
