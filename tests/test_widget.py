@@ -1202,3 +1202,139 @@ def test_a_sidecar_of_another_image_is_not_offered(make_napari_viewer, autosave_
     assert any("shape" in w for w in warnings_)
     widget2.add_click(20, 20)
     assert widget2.finish_object() == 1
+
+
+# ------------------------------------------------------------------------- saving objects
+
+
+def _opened_from_file(make_napari_viewer, tmp_path, shape=(H, W)):
+    path = tmp_path / "cells.npy"
+    if not path.exists():
+        np.save(path, make_image(shape))
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin="napari")
+    return viewer, open_widget(viewer), path
+
+
+def test_save_objects_writes_the_labels_and_retires_the_autosave(make_napari_viewer, tmp_path):
+    import tifffile
+
+    viewer, widget, image_path = _opened_from_file(make_napari_viewer, tmp_path)
+    widget.add_click(20, 20)
+    assert widget.finish_object() == 1
+    widget.add_click(10, 40)
+    assert widget.finish_object() == 2
+    assert widget.autosave_path.is_file() and widget.save_button.isEnabled()
+    out = widget.save_objects(tmp_path / "out" / "objects.tif")
+    assert out == tmp_path / "out" / "objects.tif"
+    saved = tifffile.imread(out)
+    labels = viewer.layers[OBJECTS_LAYER].data
+    assert saved.dtype == labels.dtype and saved.shape == (H, W)
+    np.testing.assert_array_equal(saved, labels)
+    assert sorted(np.unique(saved).tolist()) == [0, 1, 2]
+    assert not widget.autosave_path.exists()  # the work is saved: nothing to restore
+    assert widget.status_label.text().startswith(f"Saved 2 object(s) to {out}")
+
+    # opening the image again offers nothing to restore
+    viewer2 = make_napari_viewer()
+    viewer2.open(str(image_path), plugin="napari")
+    widget2 = open_widget(viewer2)
+    assert not widget2.restore_button.isVisibleTo(widget2) and not widget2.restore_autosave()
+    # later work is autosaved again
+    widget.add_click(40, 8)
+    assert widget.finish_object() == 3
+    assert widget.autosave_path.is_file()
+
+
+def test_save_objects_keeps_the_autosave_of_unfinished_clicks(make_napari_viewer, tmp_path):
+    from napari_fbrs.core.autosave import Autosave
+
+    viewer, widget, _ = _opened_from_file(make_napari_viewer, tmp_path)
+    widget.add_click(20, 20)
+    widget.finish_object()
+    widget.add_click(10, 40)  # an object not finished
+    out = widget.save_objects(tmp_path / "objects.tif")
+    assert out is not None and out.is_file()
+    assert widget.autosave_path.is_file()
+    assert "1 slice(s) have clicks of unfinished objects" in widget.status_label.text()
+    widget.save_autosave()
+    assert Autosave(widget.autosave_path).load().clicks == {(): (SessionClick(10.0, 40.0, True),)}
+
+
+def test_save_objects_asks_for_a_file_beside_the_image(make_napari_viewer, tmp_path, monkeypatch):
+    import tifffile
+
+    from napari_fbrs._widget import saving
+
+    viewer, widget, image_path = _opened_from_file(make_napari_viewer, tmp_path)
+    widget.add_click(20, 20)
+    widget.finish_object()
+    proposed: list[str] = []
+
+    def dialog(parent, caption, directory, filters):
+        proposed.append(directory)
+        assert "*.tif" in filters
+        return answers.pop(0), filters
+
+    monkeypatch.setattr(saving.QFileDialog, "getSaveFileName", staticmethod(dialog))
+    answers = ["", str(tmp_path / "chosen")]
+    assert widget.save_objects() is None  # cancelled: nothing written, autosave kept
+    assert proposed == [str(tmp_path / "cells_objects.tif")]
+    assert widget.autosave_path.is_file() and not list(tmp_path.glob("*.tif"))
+    widget.save_button.click()  # the button asks too; a typed name gets ".tif"
+    assert (tmp_path / "chosen.tif").is_file()
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "chosen.tif"), viewer.layers[OBJECTS_LAYER].data
+    )
+    answers.append("")
+    assert widget.save_objects() is None
+    assert proposed[-1] == str(tmp_path / "chosen.tif")  # the last file saved
+
+
+def test_a_failed_save_loses_nothing(make_napari_viewer, tmp_path, warnings_):
+    viewer, widget, _ = _opened_from_file(make_napari_viewer, tmp_path)
+    widget.add_click(20, 20)
+    widget.finish_object()
+    labels = viewer.layers[OBJECTS_LAYER].data.copy()
+    (tmp_path / "a_file").write_text("not a folder")
+    assert widget.save_objects(tmp_path / "a_file" / "objects.tif") is None
+    assert widget.save_objects(tmp_path / "objects.png") is None
+    assert len(warnings_) == 2
+    assert "could not save the objects" in warnings_[0]
+    assert "saved as TIFF files (.tif or .tiff)" in warnings_[1]
+    np.testing.assert_array_equal(viewer.layers[OBJECTS_LAYER].data, labels)
+    assert widget.autosave_path.is_file()
+    assert widget.undo() and not viewer.layers[OBJECTS_LAYER].data.any()  # history intact
+
+
+def test_save_objects_of_a_stack_keeps_every_slice(make_napari_viewer, tmp_path):
+    import tifffile
+
+    viewer, widget, _ = _opened_from_file(make_napari_viewer, tmp_path, shape=(3, H, W))
+    (first,) = widget.current_key
+    widget.add_click(20, 20)
+    widget.finish_object()
+    assert widget.next_slice()
+    (second,) = widget.current_key
+    widget.add_click(10, 40)
+    widget.finish_object()
+    saved = tifffile.imread(widget.save_objects(tmp_path / "stack.tiff"))
+    assert saved.shape == (3, H, W)  # not read back as colour: the stack has 3 slices
+    np.testing.assert_array_equal(saved, viewer.layers[OBJECTS_LAYER].data)
+    (untouched,) = {0, 1, 2} - {first, second}
+    assert saved[first, 20, 20] and saved[second, 10, 40] and not saved[untouched].any()
+
+
+def test_save_objects_keeps_an_earlier_sessions_autosave(make_napari_viewer, tmp_path):
+    _, widget, image_path = _opened_from_file(make_napari_viewer, tmp_path)
+    widget.add_click(20, 20)
+    widget.finish_object()
+    # a second session on the same file saves at once, before restoring or committing
+    viewer2 = make_napari_viewer()
+    viewer2.open(str(image_path), plugin="napari")
+    widget2 = open_widget(viewer2)
+    assert widget2.restore_button.isVisibleTo(widget2)
+    assert widget2.save_objects(tmp_path / "empty.tif") is not None
+    assert widget2.autosave_path.is_file()  # the earlier session's work is not dropped
+    assert "autosave of an earlier session is kept" in widget2.status_label.text()
+    assert widget2.restore_autosave()

@@ -193,6 +193,12 @@ class FormMixin:
         buttons.addWidget(self.undo_button, 1, 0)
         buttons.addWidget(self.redo_button, 1, 1)
         buttons.addWidget(self.reset_button, 2, 0, 1, 2)
+        self.save_button = QPushButton("Save objects...")
+        self.save_button.setToolTip(
+            "Write the objects layer to a TIFF file (all slices). Once saved, the autosave "
+            "of this image is removed unless unfinished objects still have clicks."
+        )
+        buttons.addWidget(self.save_button, 3, 0, 1, 2)
         layout.addLayout(buttons)
 
         # -- stacks
@@ -312,6 +318,7 @@ class FormMixin:
         self.undo_button.clicked.connect(self.undo)
         self.redo_button.clicked.connect(self.redo)
         self.reset_button.clicked.connect(self.reset_clicks)
+        self.save_button.clicked.connect(lambda *_: self.save_objects())
         self.propagate_button.clicked.connect(lambda *_: self.propagate_object())
         self.cancel_button.clicked.connect(self.cancel_propagation)
         self.next_button.clicked.connect(self.next_slice)
@@ -351,6 +358,7 @@ class FormMixin:
         self.cancel_button.setEnabled(self._propagating)
         self.undo_button.setEnabled(has and session.can_undo)
         self.redo_button.setEnabled(has and session.can_redo)
+        self.save_button.setEnabled(has)
         self._show_object_id()
 
     def _show_object_id(self) -> None:

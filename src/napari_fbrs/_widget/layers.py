@@ -222,6 +222,7 @@ class LayersMixin:
         )
         self._image_layer = layer
         self._session = session
+        self._objects_path = None  # the save dialog starts beside the new image
         with self._guarding():
             self._ensure_layers()
             self._fill_channel_choices(reset=True)

@@ -24,7 +24,9 @@ history. The widget
 * autosaves the session (:mod:`napari_fbrs.core.autosave`) after every commit, undo and
   redo, and shortly after click edits, to a sidecar beside the image's file (or in the
   cache folder, keyed by the layer name), and offers to restore it when the image is
-  opened again ("Restore previous session"); autosave errors never stop segmenting.
+  opened again ("Restore previous session"); autosave errors never stop segmenting;
+* saves the objects to a TIFF file ("Save objects..."), after which the autosave is
+  removed when it holds nothing more.
 
 Nothing here imports torch at import time: the model is loaded on the worker thread.
 
@@ -37,6 +39,7 @@ The widget is made of mixins, one job each, in the modules beside this one:
 :mod:`~napari_fbrs._widget.editing` (clicks, commits, undo/redo and the layers' display),
 :mod:`~napari_fbrs._widget.prediction` (prediction workers),
 :mod:`~napari_fbrs._widget.autosave` (autosave and restore),
+:mod:`~napari_fbrs._widget.saving` (saving the objects to a file),
 :mod:`~napari_fbrs._widget.bindings` (viewer events, keys and mouse) and
 :mod:`~napari_fbrs._widget.notify` (notifications). This module puts them together and
 holds the widget's state and public properties.
@@ -45,6 +48,7 @@ holds the widget's state and public properties.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -69,6 +73,7 @@ from napari_fbrs._widget.layers import POSITIVE_COLOR as POSITIVE_COLOR
 from napari_fbrs._widget.layers import PREVIEW_COLOR as PREVIEW_COLOR
 from napari_fbrs._widget.models import ModelMixin
 from napari_fbrs._widget.prediction import Bridge, PredictionMixin
+from napari_fbrs._widget.saving import SavingMixin
 from napari_fbrs._widget.settings import DEVICES as DEVICES
 from napari_fbrs._widget.settings import MODES as MODES
 from napari_fbrs._widget.settings import PredictorSettings, SettingsMixin
@@ -97,6 +102,7 @@ class FbrsWidget(
     EditingMixin,
     PredictionMixin,
     AutosaveMixin,
+    SavingMixin,
     BindingsMixin,
     QWidget,
 ):
@@ -116,7 +122,8 @@ class FbrsWidget(
     :meth:`add_click`, :meth:`finish_object`, :meth:`undo`, :meth:`redo`,
     :meth:`reset_clicks`, :meth:`next_slice`, :meth:`previous_slice`,
     :meth:`propagate_object`, :meth:`cancel_propagation`, :meth:`set_channels`,
-    :meth:`set_channel_axis`, :meth:`set_model`, :meth:`configure`, :attr:`session`,
+    :meth:`set_channel_axis`, :meth:`set_model`, :meth:`configure`,
+    :meth:`save_objects`, :meth:`save_autosave`, :meth:`restore_autosave`, :attr:`session`,
     :attr:`predictor`, :attr:`current_mask`, :attr:`current_prob`, :attr:`current_key`,
     :attr:`stack_axis`. Coordinates are ``(y, x)`` = napari ``(row, col)`` in image
     pixels.
@@ -169,6 +176,7 @@ class FbrsWidget(
         self._autosave_timer = QTimer(self)
         self._autosave_timer.setSingleShot(True)
         self._autosave_timer.timeout.connect(self.save_autosave)
+        self._objects_path: Path | None = None  # the last file "Save objects" wrote
 
         self._build_ui()
         self._settings = self._read_settings()
