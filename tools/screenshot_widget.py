@@ -10,14 +10,15 @@ from qtpy.QtWidgets import QApplication
 from napari_fbrs._sample_data import load_sample
 
 out = sys.argv[1]
-# the screenshot must not show (or write) the user's autosaved sessions
+# the screenshot must not show (or write) the user's autosaved sessions (sidecar_path looks
+# autosave_dir up in the paths module)
 import tempfile
 from pathlib import Path
 
-from napari_fbrs.core import autosave
+from napari_fbrs.core.autosave import paths as autosave_paths
 
 _autosave_tmp = tempfile.TemporaryDirectory(prefix="fbrs-shot-autosave-")
-autosave.autosave_dir = lambda: Path(_autosave_tmp.name)
+autosave_paths.autosave_dir = lambda: Path(_autosave_tmp.name)
 from napari.settings import get_settings
 
 get_settings().application.gui_notification_level = "none"
