@@ -59,3 +59,13 @@ def test_a_failed_write_leaves_the_existing_file_as_it_was(tmp_path, monkeypatch
         save_labels(np.full((4, 4), 7, np.uint8), path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["objects.tif"]
+
+
+def test_it_is_public_as_nf_save_labels(tmp_path):
+    import napari_fbrs as nf
+
+    assert nf.save_labels is save_labels
+    labels = np.array([[0, 3], [3, 0]], np.uint16)
+    np.testing.assert_array_equal(
+        tifffile.imread(nf.save_labels(labels, tmp_path / "o.tif")), labels
+    )

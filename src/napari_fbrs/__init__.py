@@ -27,6 +27,7 @@ _LAZY = {
     "ARCHITECTURES": "napari_fbrs.core.models.registry",
     "CheckpointError": "napari_fbrs.core.models.registry",
     "propagate": "napari_fbrs.core.propagation",
+    "save_labels": "napari_fbrs.core.labels_file",
     "train": "napari_fbrs.core.training",
 }
 
