@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
     QShortcut,
     QSlider,
     QVBoxLayout,
+    QWidget,
 )
 
 from napari_fbrs._widget.controls import FirstClickCropBox, spin_box
@@ -42,8 +43,19 @@ class FormMixin:
     def _build_ui(self) -> None:
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self._build_layers_box())
+        layout.addWidget(self._build_model_box())
+        layout.addWidget(self._build_predictor_box())
+        layout.addWidget(self._build_clicks_box())
+        layout.addLayout(self._build_action_buttons())
+        layout.addWidget(self._build_stack_box())
+        for widget in self._build_status_area():
+            layout.addWidget(widget)
+        layout.addStretch(1)
+        self._connect_controls()
 
-        # -- layers
+    def _build_layers_box(self) -> QGroupBox:
+        """Image, channel axis, the model's input channels and the objects layer."""
         layers_box = QGroupBox("Layers")
         form = QFormLayout(layers_box)
         self.image_combo = QComboBox()
@@ -70,9 +82,10 @@ class FormMixin:
         form.addRow("Channel axis", self.channel_axis_combo)
         form.addRow("Model input (R, G, B)", channel_row)
         form.addRow("Objects", self.objects_combo)
-        layout.addWidget(layers_box)
+        return layers_box
 
-        # -- model
+    def _build_model_box(self) -> QGroupBox:
+        """The model: zoo choice, a checkpoint file, and its status line."""
         model_box = QGroupBox("Model")
         grid = QGridLayout(model_box)
         self.model_combo = QComboBox()
@@ -93,9 +106,10 @@ class FormMixin:
         grid.addWidget(self.model_combo, 0, 0)
         grid.addWidget(self.open_button, 0, 1)
         grid.addWidget(self.model_status, 1, 0, 1, 2)
-        layout.addWidget(model_box)
+        return model_box
 
-        # -- predictor settings
+    def _build_predictor_box(self) -> QGroupBox:
+        """Predictor settings: device, BRS mode, sizes, flip and ZoomIn."""
         pred_box = QGroupBox("Predictor (applies from the next object)")
         form = QFormLayout(pred_box)
         self.device_combo = QComboBox()
@@ -148,9 +162,10 @@ class FormMixin:
         zform.addRow("Min crop", self.zoom_min_crop_spin)
         zform.addRow("First-click crop", self.zoom_first_crop_box)
         form.addRow(self.zoom_group)
-        layout.addWidget(pred_box)
+        return pred_box
 
-        # -- interaction
+    def _build_clicks_box(self) -> QGroupBox:
+        """Threshold and how clicks and finished objects are taken."""
         click_box = QGroupBox("Clicks and objects")
         form = QFormLayout(click_box)
         thresh_row = QHBoxLayout()
@@ -181,9 +196,10 @@ class FormMixin:
             self.overwrite_check,
         ):
             form.addRow(check)
-        layout.addWidget(click_box)
+        return click_box
 
-        # -- actions
+    def _build_action_buttons(self) -> QGridLayout:
+        """Finish, undo, redo, reset and save."""
         buttons = QGridLayout()
         self.finish_button = QPushButton("Finish object (Space)")
         self.undo_button = QPushButton("Undo (Ctrl+Z)")
@@ -199,9 +215,10 @@ class FormMixin:
             "of this image is removed unless unfinished objects still have clicks."
         )
         buttons.addWidget(self.save_button, 3, 0, 1, 2)
-        layout.addLayout(buttons)
+        return buttons
 
-        # -- stacks
+    def _build_stack_box(self) -> QGroupBox:
+        """Slice steps and propagation (enabled for nD images)."""
         self.stack_box = QGroupBox("Stack")
         form = QFormLayout(self.stack_box)
         self.axis_combo = QComboBox()
@@ -264,8 +281,10 @@ class FormMixin:
         form.addRow(self.convex_check)
         form.addRow("Min contrast", self.min_contrast_spin)
         form.addRow(propagate_row)
-        layout.addWidget(self.stack_box)
+        return self.stack_box
 
+    def _build_status_area(self) -> list[QWidget]:
+        """The restore offer, the progress bar and the status line."""
         self.progress = QProgressBar()
         self.progress.setRange(0, 0)  # indeterminate: a busy indicator
         self.progress.setMaximumHeight(10)
@@ -280,12 +299,10 @@ class FormMixin:
         )
         self.restore_button.setVisible(False)
         self.restore_button.clicked.connect(lambda *_: self.restore_autosave())
-        layout.addWidget(self.restore_button)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status_label)
-        layout.addStretch(1)
+        return [self.restore_button, self.progress, self.status_label]
 
-        # -- signals
+    def _connect_controls(self) -> None:
+        """Connect the controls' signals to the widget's methods."""
         self.image_combo.currentIndexChanged.connect(self._on_image_choice)
         self.channel_axis_combo.currentIndexChanged.connect(self._on_channel_axis_choice)
         for combo in self.channel_combos:
