@@ -1338,3 +1338,51 @@ def test_save_objects_keeps_an_earlier_sessions_autosave(make_napari_viewer, tmp
     assert widget2.autosave_path.is_file()  # the earlier session's work is not dropped
     assert "autosave of an earlier session is kept" in widget2.status_label.text()
     assert widget2.restore_autosave()
+
+
+def test_dismissing_the_restore_offer_keeps_the_earlier_session_aside(make_napari_viewer, tmp_path):
+    from napari_fbrs.core.autosave import Autosave
+
+    _, widget, image_path = _opened_from_file(make_napari_viewer, tmp_path)
+    widget.add_click(20, 20)
+    widget.finish_object()
+    sidecar = widget.autosave_path
+    backup = sidecar.with_name(sidecar.name.replace(".fbrs-autosave", ".previous.fbrs-autosave"))
+
+    viewer2 = make_napari_viewer()
+    viewer2.open(str(image_path), plugin="napari")
+    widget2 = open_widget(viewer2)
+    assert widget2.dismiss_button.isVisibleTo(widget2)
+    assert widget2.dismiss_autosave()
+    assert "kept aside" in widget2.status_label.text()
+    assert not widget2.restore_button.isVisibleTo(widget2)
+    assert not widget2.dismiss_button.isVisibleTo(widget2)
+    assert not widget2.dismiss_autosave() and not widget2.restore_autosave()  # once
+    assert not sidecar.exists()
+    kept = Autosave(backup).load()
+    assert [o.label for o in kept.objects] == [1] and kept.labels[20, 20] == 1
+
+    # the next time the image is opened nothing is offered
+    viewer3 = make_napari_viewer()
+    viewer3.open(str(image_path), plugin="napari")
+    widget3 = open_widget(viewer3)
+    assert not widget3.restore_button.isVisibleTo(widget3)
+
+
+def test_dismissing_after_new_work_keeps_both_sessions(make_napari_viewer, tmp_path):
+    from napari_fbrs.core.autosave import Autosave
+
+    _, widget, image_path = _opened_from_file(make_napari_viewer, tmp_path)
+    widget.add_click(20, 20)
+    widget.finish_object()
+    viewer2 = make_napari_viewer()
+    viewer2.open(str(image_path), plugin="napari")
+    widget2 = open_widget(viewer2)
+    widget2.add_click(10, 40)
+    assert widget2.finish_object() == 1  # this session's sidecar replaces the offered one
+    assert widget2.dismiss_autosave()
+    ours = Autosave(widget2.autosave_path).load()
+    assert ours.labels[10, 40] == 1 and ours.labels[20, 20] == 0
+    name = widget2.autosave_path.name.replace(".fbrs-autosave", ".previous.fbrs-autosave")
+    earlier = Autosave(widget2.autosave_path.with_name(name)).load()
+    assert earlier.labels[20, 20] == 1

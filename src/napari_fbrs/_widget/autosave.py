@@ -117,7 +117,7 @@ class AutosaveMixin:
             notify.warning(f"f-BRS: {exc}")
             return False
         self._restorable = None
-        self.restore_button.setVisible(False)
+        self._show_restore_offer(False)
         if self._saver is not None:
             self._saver.last_state = state  # the objects' provenance carries over
         self._unclaimed = False
@@ -130,10 +130,43 @@ class AutosaveMixin:
         )
         return True
 
+    def dismiss_autosave(self) -> bool:
+        """Decline the restore on offer ("Dismiss"): the earlier session is kept aside as
+        ``<name>.previous.fbrs-autosave.json`` (not deleted) and not offered again when
+        the image is opened next.
+
+        Returns
+        -------
+        bool
+            Whether an offer was dismissed (``False`` without one, or when keeping it
+            aside failed, with a warning; the offer stays then).
+        """
+        saver = self._saver
+        if self._restorable is None or saver is None:
+            return False
+        if self._unclaimed:  # the sidecar is still the earlier session's, not this one's
+            try:
+                self._keep_old_sidecar(saver)
+                saver.discard()
+            except Exception as exc:  # the earlier work must survive a failed dismissal
+                notify.warning(f"f-BRS could not set the autosaved session aside: {exc}")
+                return False
+        self._restorable = None
+        self._show_restore_offer(False)
+        self._set_status(
+            "The earlier session was not restored; it is kept aside as a "
+            "*.previous.fbrs-autosave.json file beside this image's autosave."
+        )
+        return True
+
+    def _show_restore_offer(self, visible: bool) -> None:
+        self.restore_button.setVisible(visible)
+        self.dismiss_button.setVisible(visible)
+
     def _open_autosave(self, layer: Image) -> None:
         """Find the sidecar of ``layer``; offer to restore one left by an earlier session."""
         self._saver, self._restorable, self._unclaimed = None, None, False
-        self.restore_button.setVisible(False)
+        self._show_restore_offer(False)
         if not self.autosave or self._session is None:
             return
         try:
@@ -164,7 +197,7 @@ class AutosaveMixin:
         self.restore_button.setText(
             f"Restore previous session ({n_objects} object{'s' if n_objects != 1 else ''})"
         )
-        self.restore_button.setVisible(True)
+        self._show_restore_offer(True)
         notify.info(
             f"f-BRS found an autosaved session of {layer.name!r} from {state.saved_at} "
             f"({n_objects} objects, {n_clicks} clicks): click 'Restore previous session' "

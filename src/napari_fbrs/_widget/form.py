@@ -299,7 +299,19 @@ class FormMixin:
         )
         self.restore_button.setVisible(False)
         self.restore_button.clicked.connect(lambda *_: self.restore_autosave())
-        return [self.restore_button, self.progress, self.status_label]
+        self.dismiss_button = QPushButton("Dismiss")
+        self.dismiss_button.setToolTip(
+            "Do not restore it: the earlier session is kept aside as "
+            "<name>.previous.fbrs-autosave.json and not offered again."
+        )
+        self.dismiss_button.setVisible(False)
+        self.dismiss_button.clicked.connect(lambda *_: self.dismiss_autosave())
+        offer = QWidget()
+        row = QHBoxLayout(offer)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.restore_button, 1)
+        row.addWidget(self.dismiss_button)
+        return [offer, self.progress, self.status_label]
 
     def _connect_controls(self) -> None:
         """Connect the controls' signals to the widget's methods."""

@@ -185,7 +185,7 @@ class LayersMixin:
         self._restorable = None
         self._unclaimed = False
         self._image_info = None
-        self.restore_button.setVisible(False)
+        self._show_restore_offer(False)
         self._detach_layer_events()
         self._session = None
         self._image_layer = None
