@@ -1101,7 +1101,7 @@ def test_a_commit_is_autosaved_and_a_fresh_widget_restores_it(
     assert widget2.autosave_path == widget.autosave_path
     assert widget2.restore_button.isVisibleTo(widget2)
     assert "(1 object)" in widget2.restore_button.text()
-    assert any("Restore previous session" in n for n in notes)
+    assert any("(1 object, 2 clicks)" in n and "Restore previous session" in n for n in notes)
     assert not viewer2.layers[OBJECTS_LAYER].data.any()  # nothing changes unasked
     assert widget2.restore_autosave()
     np.testing.assert_array_equal(viewer2.layers[OBJECTS_LAYER].data, labels)

@@ -194,13 +194,12 @@ class AutosaveMixin:
         if not n_objects and not n_clicks and (state.labels is None or not state.labels.any()):
             return
         self._restorable = state
-        self.restore_button.setText(
-            f"Restore previous session ({n_objects} object{'s' if n_objects != 1 else ''})"
-        )
+        self.restore_button.setText(f"Restore previous session ({_count(n_objects, 'object')})")
         self._show_restore_offer(True)
         notify.info(
             f"f-BRS found an autosaved session of {layer.name!r} from {state.saved_at} "
-            f"({n_objects} objects, {n_clicks} clicks): click 'Restore previous session' "
+            f"({_count(n_objects, 'object')}, {_count(n_clicks, 'click')}): click 'Restore "
+            "previous session' "
             "in the f-BRS panel to bring it back."
         )
 
@@ -245,3 +244,8 @@ class AutosaveMixin:
         if not self._autosave_warned:
             self._autosave_warned = True
             notify.warning(f"f-BRS autosave is off for this image: {exc}")
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 object"``, ``"2 objects"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
