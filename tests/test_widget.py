@@ -1216,6 +1216,22 @@ def _opened_from_file(make_napari_viewer, tmp_path, shape=(H, W)):
     return viewer, open_widget(viewer), path
 
 
+def _second_session(make_napari_viewer, tmp_path):
+    """An object committed (and autosaved) in a first viewer, then the same file opened in a
+    second one, as after a crash: returns the second widget and the first one's sidecar."""
+    _, first, image_path = _opened_from_file(make_napari_viewer, tmp_path)
+    first.add_click(20, 20)
+    first.finish_object()
+    viewer = make_napari_viewer()
+    viewer.open(str(image_path), plugin="napari")
+    return open_widget(viewer), first.autosave_path
+
+
+def _previous_sidecar(sidecar):
+    """Where an earlier session's sidecar is set aside."""
+    return sidecar.with_name(sidecar.name.replace(".fbrs-autosave", ".previous.fbrs-autosave"))
+
+
 def test_save_objects_writes_the_labels_and_retires_the_autosave(make_napari_viewer, tmp_path):
     import tifffile
 
@@ -1326,13 +1342,8 @@ def test_save_objects_of_a_stack_keeps_every_slice(make_napari_viewer, tmp_path)
 
 
 def test_save_objects_keeps_an_earlier_sessions_autosave(make_napari_viewer, tmp_path):
-    _, widget, image_path = _opened_from_file(make_napari_viewer, tmp_path)
-    widget.add_click(20, 20)
-    widget.finish_object()
     # a second session on the same file saves at once, before restoring or committing
-    viewer2 = make_napari_viewer()
-    viewer2.open(str(image_path), plugin="napari")
-    widget2 = open_widget(viewer2)
+    widget2, _ = _second_session(make_napari_viewer, tmp_path)
     assert widget2.restore_button.isVisibleTo(widget2)
     assert widget2.save_objects(tmp_path / "empty.tif") is not None
     assert widget2.autosave_path.is_file()  # the earlier session's work is not dropped
@@ -1343,15 +1354,7 @@ def test_save_objects_keeps_an_earlier_sessions_autosave(make_napari_viewer, tmp
 def test_dismissing_the_restore_offer_keeps_the_earlier_session_aside(make_napari_viewer, tmp_path):
     from napari_fbrs.core.autosave import Autosave
 
-    _, widget, image_path = _opened_from_file(make_napari_viewer, tmp_path)
-    widget.add_click(20, 20)
-    widget.finish_object()
-    sidecar = widget.autosave_path
-    backup = sidecar.with_name(sidecar.name.replace(".fbrs-autosave", ".previous.fbrs-autosave"))
-
-    viewer2 = make_napari_viewer()
-    viewer2.open(str(image_path), plugin="napari")
-    widget2 = open_widget(viewer2)
+    widget2, sidecar = _second_session(make_napari_viewer, tmp_path)
     assert widget2.dismiss_button.isVisibleTo(widget2)
     assert widget2.dismiss_autosave()
     assert "kept aside" in widget2.status_label.text()
@@ -1359,12 +1362,12 @@ def test_dismissing_the_restore_offer_keeps_the_earlier_session_aside(make_napar
     assert not widget2.dismiss_button.isVisibleTo(widget2)
     assert not widget2.dismiss_autosave() and not widget2.restore_autosave()  # once
     assert not sidecar.exists()
-    kept = Autosave(backup).load()
+    kept = Autosave(_previous_sidecar(sidecar)).load()
     assert [o.label for o in kept.objects] == [1] and kept.labels[20, 20] == 1
 
     # the next time the image is opened nothing is offered
     viewer3 = make_napari_viewer()
-    viewer3.open(str(image_path), plugin="napari")
+    viewer3.open(str(tmp_path / "cells.npy"), plugin="napari")
     widget3 = open_widget(viewer3)
     assert not widget3.restore_button.isVisibleTo(widget3)
 
@@ -1372,17 +1375,11 @@ def test_dismissing_the_restore_offer_keeps_the_earlier_session_aside(make_napar
 def test_dismissing_after_new_work_keeps_both_sessions(make_napari_viewer, tmp_path):
     from napari_fbrs.core.autosave import Autosave
 
-    _, widget, image_path = _opened_from_file(make_napari_viewer, tmp_path)
-    widget.add_click(20, 20)
-    widget.finish_object()
-    viewer2 = make_napari_viewer()
-    viewer2.open(str(image_path), plugin="napari")
-    widget2 = open_widget(viewer2)
+    widget2, _ = _second_session(make_napari_viewer, tmp_path)
     widget2.add_click(10, 40)
     assert widget2.finish_object() == 1  # this session's sidecar replaces the offered one
     assert widget2.dismiss_autosave()
     ours = Autosave(widget2.autosave_path).load()
     assert ours.labels[10, 40] == 1 and ours.labels[20, 20] == 0
-    name = widget2.autosave_path.name.replace(".fbrs-autosave", ".previous.fbrs-autosave")
-    earlier = Autosave(widget2.autosave_path.with_name(name)).load()
+    earlier = Autosave(_previous_sidecar(widget2.autosave_path)).load()
     assert earlier.labels[20, 20] == 1

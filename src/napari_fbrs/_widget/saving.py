@@ -4,7 +4,6 @@ layer's labels written to a TIFF file, after which the autosave has nothing left
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from qtpy.QtWidgets import QFileDialog
 
 from napari_fbrs._widget import notify
 from napari_fbrs._widget.layers import layer_source_path
+from napari_fbrs.core.autosave.paths import safe_stem
 from napari_fbrs.core.labels_file import LABELS_SUFFIXES, save_labels
 
 __all__ = ["SavingMixin"]
@@ -85,8 +85,7 @@ class SavingMixin:
         source = layer_source_path(layer) if layer is not None else None
         if source is not None:
             return source.with_name(f"{source.stem}_objects.tif")
-        name = re.sub(r"[^\w.-]+", "_", str(getattr(layer, "name", "") or "image")).strip("._")
-        return Path.cwd() / f"{name or 'image'}_objects.tif"
+        return Path.cwd() / f"{safe_stem(str(getattr(layer, 'name', '')))}_objects.tif"
 
     def _ask_objects_path(self) -> Path | None:
         patterns = " ".join(f"*{suffix}" for suffix in LABELS_SUFFIXES)

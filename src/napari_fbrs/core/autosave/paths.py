@@ -25,7 +25,9 @@ def autosave_dir() -> Path:
     return cache_dir() / "autosave"
 
 
-def _safe_stem(text: str, limit: int = 60) -> str:
+def safe_stem(text: str, limit: int = 60) -> str:
+    """``text`` as a file-name stem: runs of other characters than ``A-Za-z0-9._-`` become
+    ``_``, at most ``limit`` characters, ``"image"`` when nothing is left."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
     return stem[:limit] or "image"
 
@@ -70,7 +72,7 @@ def sidecar_path(image: str | os.PathLike, directory: str | os.PathLike | None =
     digest = hashlib.blake2b(ident.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
     name = (candidate.name if candidate is not None else text) or "image"
     folder = fallback if fallback is not None else autosave_dir()
-    return folder / f"{_safe_stem(name)}-{digest}{SUFFIX}"
+    return folder / f"{safe_stem(name)}-{digest}{SUFFIX}"
 
 
 def list_autosaves(directory: str | os.PathLike | None = None) -> list[tuple[Path, str, str]]:
