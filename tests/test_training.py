@@ -305,6 +305,28 @@ def test_train_resume_and_export(tmp_path):
     assert type(net).__name__ == "LiteNet" and not net.training
 
 
+def test_train_the_larger_lite2_and_keep_its_architecture(tmp_path):
+    from napari_fbrs.core.models.registry import load_model
+    from napari_fbrs.core.training import export, train
+    from napari_fbrs.core.training.checkpoint import init_model, read_checkpoint
+
+    out = tmp_path / "run"
+    train(None, out, synthetic=2, steps=1, batch_size=1, crop=48, init="none", arch="fbrs_lite2")
+    ckpt = read_checkpoint(out / "last.pt")
+    assert ckpt["arch"] == "fbrs_lite2" and ckpt["config"]["arch"] == "fbrs_lite2"
+    train(None, out, steps=2, resume=True)  # the resumed run rebuilds the same network
+    assert read_checkpoint(out / "last.pt")["step"] == 2
+    shipped = export(out / "last.pt", tmp_path / "lite2.pt")
+    assert torch.load(shipped, weights_only=True)["arch"] == "fbrs_lite2"
+    assert load_model(shipped, device="cpu").arch_name == "fbrs_lite2"
+    # fine-tuning from it keeps Lite2; asking for the other network is an error, not a guess
+    assert init_model(shipped).arch_name == "fbrs_lite2"
+    with pytest.raises(ValueError, match="is a 'fbrs_lite2' checkpoint, not 'fbrs_lite'"):
+        init_model(shipped, arch="fbrs_lite")
+    with pytest.raises(ValueError, match="training supports fbrs_lite, fbrs_lite2"):
+        init_model(None, arch="hrnet18_ocr64")
+
+
 def test_time_limit_stops_with_a_checkpoint(tmp_path):
     from napari_fbrs.core.training import train
     from napari_fbrs.core.training.checkpoint import read_checkpoint

