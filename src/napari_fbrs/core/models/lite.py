@@ -21,6 +21,7 @@ previous prediction as a third channel (RITM-style iterative input), so
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -51,19 +52,27 @@ EFFICIENTNET_LITE0_STAGES: Stages = (
     (6, 5, 2, 192, 4),
     (6, 3, 1, 320, 1),
 )
-#: The same per variant: Lite2 is Lite0 with widths x1.1 and depths x1.2 (stem and first and
-#: last stages fixed, as in the ImageNet release files).
+
+
+def _scaled_stages(width: float, depth: float) -> Stages:
+    """Lite0's stages scaled as EfficientNet scales its variants: widths times ``width``
+    rounded to a multiple of 8, repeats times ``depth`` rounded up; the Lite models keep
+    the repeats of the first and last stages (and the stem's width) as they are."""
+    out = []
+    for i, (expand, kernel, stride, cout, repeats) in enumerate(EFFICIENTNET_LITE0_STAGES):
+        scaled = max(8, int(cout * width + 4) // 8 * 8)
+        cout = scaled + 8 if scaled < 0.9 * cout * width else scaled
+        if 0 < i < len(EFFICIENTNET_LITE0_STAGES) - 1:
+            repeats = math.ceil(repeats * depth)
+        out.append((expand, kernel, stride, cout, repeats))
+    return tuple(out)
+
+
+#: The stages per variant (Lite2: widths x1.1, depths x1.2; checked against the ImageNet
+#: release files in the tests).
 EFFICIENTNET_LITE_STAGES: dict[str, Stages] = {
     "lite0": EFFICIENTNET_LITE0_STAGES,
-    "lite2": (
-        (1, 3, 1, 16, 1),
-        (6, 3, 2, 24, 3),
-        (6, 5, 2, 48, 3),
-        (6, 3, 2, 88, 4),
-        (6, 5, 1, 120, 4),
-        (6, 5, 2, 208, 5),
-        (6, 3, 1, 352, 1),
-    ),
+    "lite2": _scaled_stages(1.1, 1.2),
 }
 STEM_CHANNELS = 32
 # Stages whose last block gives the stride-4 and stride-16 features (stride 32: the last).
