@@ -3,6 +3,7 @@
 # Expects the packed data of tools/pack_training_data.py in .trainpack/ and writes the run
 # (weight snapshots, log) to $OUT/run; last.pt (with the optimiser, > 16 MiB) stays there.
 # Usage: bash tools/train_bundled_gpu.sh SECONDS [INIT] [LR] [PASTE]   (INIT: default fbrs-lite)
+# (INIT .trainpack/init_lite2.pt trains the larger fbrs_lite2: the file names its architecture.)
 # Environment: STACK=1 adds .trainpack/stack; BATCH (32) and CROP (320) size the samples; CKPT_EVERY (default 2000) and KEEP (default 2)
 # set the snapshots; FP16=1 exports every snapshot to $OUT/step_<n>.pt (fp16, 6.7 MB each,
 # so up to 7 come back) and drops the fp32 files.
