@@ -360,6 +360,10 @@ def test_resume_without_checkpoint_is_explained(tmp_path):
         (["--synthetic", "2", "--crop", "8"], "at least 32"),
         (["--synthetic", "2", "--paste", "1.5"], "--paste is a probability in [0, 1], not 1.5"),
         (["--resume"], "no checkpoint to continue"),
+        (
+            ["--synthetic", "1", "--init", "fbrs-lite", "--arch", "fbrs_lite2"],
+            "fbrs_lite.pt is a 'fbrs_lite' checkpoint, not 'fbrs_lite2'",
+        ),
     ],
 )
 def test_train_cli_user_errors(tmp_path, args, message):
