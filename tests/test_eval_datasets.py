@@ -294,8 +294,10 @@ def test_label_stack_planes_all_gives_every_large_enough_cross_section(tmp_path)
     labels[2, 0:4, 0:5] = 1  # 20 px
     labels[1, 6:11, 6:11] = 7  # 25 px, one plane only
     labels[3, 10:12, 10:12] = 9  # 4 px: its largest plane is kept whatever its size
-    tifffile.imwrite(tmp_path / "s_labels.tif", labels)
-    tifffile.imwrite(tmp_path / "s_image.tif", np.zeros((4, 12, 12), np.uint16))
+    tifffile.imwrite(tmp_path / "s_labels.tif", labels, photometric="minisblack")
+    tifffile.imwrite(
+        tmp_path / "s_image.tif", np.zeros((4, 12, 12), np.uint16), photometric="minisblack"
+    )
     spec = str(tmp_path / "s_image.tif")
     assert [(e.label, e.plane) for e in open_dataset(spec).entries] == [(1, 1), (7, 1), (9, 3)]
     every = open_dataset(spec, stack_planes="all")
@@ -313,8 +315,10 @@ def test_label_stack_planes_all_gives_every_large_enough_cross_section(tmp_path)
 def test_label_stack_must_fit_its_image(tmp_path):
     labels = np.zeros((3, 8, 8), np.uint8)
     labels[1, 2:5, 2:5] = 4
-    tifffile.imwrite(tmp_path / "s_labels.tif", labels)
-    tifffile.imwrite(tmp_path / "s_image.tif", np.zeros((3, 8, 9), np.uint8))
+    tifffile.imwrite(tmp_path / "s_labels.tif", labels, photometric="minisblack")
+    tifffile.imwrite(
+        tmp_path / "s_image.tif", np.zeros((3, 8, 9), np.uint8), photometric="minisblack"
+    )
     ds = open_dataset(str(tmp_path / "s_image.tif"))
     assert [(e.label, e.plane) for e in ds.entries] == [(4, 1)]
     with pytest.raises(DatasetError, match="shape"):
