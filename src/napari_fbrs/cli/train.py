@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from napari_fbrs.cli import UserError
+from napari_fbrs.core.models.registry import architectures_of_family
 
 __all__ = ["add_parser", "run"]
 
@@ -95,7 +96,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--arch",
         default=None,
-        choices=("fbrs_lite", "fbrs_lite2"),
+        choices=architectures_of_family("lite"),
         help="network to train from --init imagenet (default fbrs_lite; fbrs_lite2 has the "
         "larger EfficientNet-Lite2 encoder); a checkpoint --init brings its own",
     )

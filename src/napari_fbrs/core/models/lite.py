@@ -1,9 +1,9 @@
 """``fbrs_lite``: the bundled compact click-segmentation network (and ``fbrs_lite2``).
 
-An EfficientNet-Lite0 encoder (Lite2 for ``fbrs_lite2``; the ImageNet layer layout, written
-here so that inference
-needs nothing but this module and a checkpoint), a light DeepLabV3+-style decoder built
-from separable convolutions, and early fusion of the click maps into the stem.
+An EfficientNet-Lite0 encoder (Lite2 for ``fbrs_lite2``; the ImageNet layer layout,
+written here so that inference needs nothing but this module and a checkpoint), a light
+DeepLabV3+-style decoder built from separable convolutions, and early fusion of the click
+maps into the stem.
 
 Data flow and f-BRS sites (strides relative to the input)::
 

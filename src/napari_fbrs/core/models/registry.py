@@ -17,6 +17,7 @@ __all__ = [
     "ArchSpec",
     "ARCHITECTURES",
     "CheckpointError",
+    "architectures_of_family",
     "build_model",
     "identify_architecture",
     "load_model",
@@ -165,6 +166,11 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         # --- end RITM ---
     ]
 }
+
+
+def architectures_of_family(family: str) -> tuple[str, ...]:
+    """Names of the registered architectures of ``family`` (``"lite"``: the trainable ones)."""
+    return tuple(name for name, spec in ARCHITECTURES.items() if spec.family == family)
 
 
 def resolve_device(device: str | Any = "auto"):

