@@ -99,7 +99,8 @@ def test_evaluate_three_grabcut_images_end_to_end(shared_dir, tiny_model, tmp_pa
     report = json.loads((out / "results.json").read_text())
     assert report["model"] == str(tiny_model)
     assert report["settings"] == {
-        "zoom_in": "off", "min_crop": 200, "first_click_crop": None, "flip": False
+        "zoom_in": "off", "min_crop": 200, "first_click_crop": None, "flip": False,
+        "thresh": 0.49,
     }  # fmt: skip
     assert list(report["datasets"]) == ["GrabCut/NoBRS", "GrabCut/f-BRS-B"]
     images = sorted((data_root / "GrabCut" / "data_GT").iterdir(), key=lambda p: p.name)
@@ -127,9 +128,11 @@ class DiskPredictor:
 
     radius = 6
     made: list[str] = []
+    settings: list[dict] = []
 
     def __init__(self, net, mode="f-BRS-B", **kwargs):
         DiskPredictor.made.append(mode)
+        DiskPredictor.settings.append(kwargs)
         self.shape = None
         self.clicks = []
 
@@ -177,7 +180,7 @@ def make_folder_dataset(root: Path) -> Path:
 def test_evaluate_numbers_follow_the_protocol(tiny_model, tmp_path, monkeypatch, capsys):
     import napari_fbrs
 
-    DiskPredictor.made = []
+    DiskPredictor.made, DiskPredictor.settings = [], []
     monkeypatch.setattr(napari_fbrs, "Predictor", DiskPredictor, raising=False)
     monkeypatch.setattr(napari_fbrs, "load_model", lambda path, device: object(), raising=False)
     data = make_folder_dataset(tmp_path / "mine")
@@ -197,10 +200,14 @@ def test_evaluate_numbers_follow_the_protocol(tiny_model, tmp_path, monkeypatch,
         "--out",
         str(out),
         "--no-plot",
+        "--thresh",
+        "0.3",
     ]
     assert main(argv) == 0
     assert DiskPredictor.made == ["NoBRS"]
+    assert DiskPredictor.settings[0]["prob_thresh"] == 0.3
     report = json.loads((out / "results.json").read_text())
+    assert report["settings"]["thresh"] == 0.3
     entry = report["datasets"]["mine"]  # one mode: keyed by the dataset's name only
     assert [(o["name"], o["ious"]) for o in entry["per_image"]] == [
         ("one", [1.0]),
@@ -252,6 +259,7 @@ def test_default_model_is_the_bundled_one_with_a_clear_error_when_absent(
         (["--target-iou", "0.8"], "--target-iou must lie in"),
         (["--zoom-in", "huge"], "--zoom-in must be"),
         (["--min-crop", "4"], "--min-crop must be at least 8 pixels, not 4"),
+        (["--thresh", "1"], "--thresh must lie strictly between 0 and 1, got 1"),
         (["--first-click-crop", "2"], "--first-click-crop must be at least 8 pixels, not 2"),
         (["--first-click-crop", "big"], "must be a number of pixels, 'auto' or 'off', not 'big'"),
         (["--zoom-in", "off", "--first-click-crop", "64"], "--first-click-crop needs ZoomIn"),

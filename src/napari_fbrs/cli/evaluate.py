@@ -195,6 +195,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "image, as the paper",
     )
     parser.add_argument(
+        "--thresh",
+        type=float,
+        default=0.49,
+        help="probability threshold of the mask, also the BRS objective's (default 0.49, "
+        "the paper's)",
+    )
+    parser.add_argument(
         "--no-flip", action="store_true", help="do not average with the horizontally flipped image"
     )
     parser.add_argument("--no-plot", action="store_true", help="do not write miou.png")
@@ -245,6 +252,8 @@ def _check_args(args: argparse.Namespace) -> None:
     args.zoom_in = zoom
     if args.min_crop < 8:
         raise UserError(f"--min-crop must be at least 8 pixels, not {args.min_crop}")
+    if not 0.0 < args.thresh < 1.0:
+        raise UserError(f"--thresh must lie strictly between 0 and 1, got {args.thresh:g}")
     args.first_click_crop = first_click_crop(args.first_click_crop)
     if zoom == "off" and args.first_click_crop is not None:
         raise UserError("--first-click-crop needs ZoomIn; drop --zoom-in off")
@@ -322,6 +331,7 @@ def run(args: argparse.Namespace) -> int:
                         mode=mode,
                         device=device,
                         with_flip=not args.no_flip,
+                        prob_thresh=args.thresh,
                         zoom_in=None
                         if zoom is None
                         else nf.ZoomIn(
@@ -364,6 +374,7 @@ def run(args: argparse.Namespace) -> int:
         "min_crop": args.min_crop,
         "first_click_crop": args.first_click_crop,
         "flip": not args.no_flip,
+        "thresh": args.thresh,
     }
     paths = write_report(report, args.out, plot=not args.no_plot)
     print(markdown_table(report))
