@@ -99,8 +99,8 @@ def test_evaluate_three_grabcut_images_end_to_end(shared_dir, tiny_model, tmp_pa
     report = json.loads((out / "results.json").read_text())
     assert report["model"] == str(tiny_model)
     assert report["settings"] == {
-        "zoom_in": "off", "min_crop": 200, "first_click_crop": None, "flip": False,
-        "thresh": 0.49,
+        "zoom_in": "off", "min_crop": 200, "first_click_crop": None, "beyond_border": False,
+        "flip": False, "thresh": 0.49,
     }  # fmt: skip
     assert list(report["datasets"]) == ["GrabCut/NoBRS", "GrabCut/f-BRS-B"]
     images = sorted((data_root / "GrabCut" / "data_GT").iterdir(), key=lambda p: p.name)
@@ -194,7 +194,8 @@ def test_evaluate_numbers_follow_the_protocol(tiny_model, tmp_path, monkeypatch,
         "--datasets",
         str(data),
         "--zoom-in",
-        "off",
+        "64",
+        "--beyond-border",
         "--device",
         "cpu",
         "--out",
@@ -206,8 +207,10 @@ def test_evaluate_numbers_follow_the_protocol(tiny_model, tmp_path, monkeypatch,
     assert main(argv) == 0
     assert DiskPredictor.made == ["NoBRS"]
     assert DiskPredictor.settings[0]["prob_thresh"] == 0.3
+    zoom = DiskPredictor.settings[0]["zoom_in"]
+    assert (zoom.target_size, zoom.beyond_border, zoom.first_click_crop) == (64, True, None)
     report = json.loads((out / "results.json").read_text())
-    assert report["settings"]["thresh"] == 0.3
+    assert report["settings"]["thresh"] == 0.3 and report["settings"]["beyond_border"]
     entry = report["datasets"]["mine"]  # one mode: keyed by the dataset's name only
     assert [(o["name"], o["ious"]) for o in entry["per_image"]] == [
         ("one", [1.0]),
@@ -263,6 +266,7 @@ def test_default_model_is_the_bundled_one_with_a_clear_error_when_absent(
         (["--first-click-crop", "2"], "--first-click-crop must be at least 8 pixels, not 2"),
         (["--first-click-crop", "big"], "must be a number of pixels, 'auto' or 'off', not 'big'"),
         (["--zoom-in", "off", "--first-click-crop", "64"], "--first-click-crop needs ZoomIn"),
+        (["--zoom-in", "off", "--beyond-border"], "--beyond-border needs ZoomIn"),
         (["--model", "no_such_model"], "unknown model 'no_such_model'"),
         (["--model", "missing/file.pt"], "model file not found"),
     ],

@@ -201,6 +201,77 @@ def test_first_click_crop_shows_a_small_object_enlarged(net):
         nf.ZoomIn(first_click_crop="big")
 
 
+def test_beyond_border_keeps_a_border_object_centred_in_a_mirrored_view(net):
+    """With ``beyond_border`` a crop may reach past the image: the network sees the image
+    mirrored there, and the prediction is kept inside the image only."""
+    rng = np.random.default_rng(1)
+    image = (rng.random((300, 500)) * 255).astype(np.uint8)
+    seen = []
+    orig = net.logits_from_maps
+
+    def spy(view, maps):
+        seen.append(view[0].clone())  # the (3, h, w) input, as the network gets it
+        return orig(view, maps)
+
+    net.logits_from_maps = spy
+    try:
+        zoom = nf.ZoomIn(target_size=64, first_click_crop=64, beyond_border=True)
+        p = nf.Predictor(net, mode="NoBRS", device="cpu", zoom_in=zoom, with_flip=False)
+        p.set_image(image)
+        prob = p.add_click(150, 480)  # 20 pixels from the right border: crop centred
+        assert p.state.roi == (118, 181, 448, 511)
+        (view,) = seen
+        assert tuple(view.shape) == (3, 64, 64)  # 64 pixels at their own size
+        inside, outside = view[:, :, :52], view[:, :, 52:]  # image columns 448-499, 500-511
+        # column 500 + k is column 498 - k: the mirror, edge pixel not repeated
+        np.testing.assert_array_equal(outside.numpy(), inside[:, :, 50 - np.arange(12)].numpy())
+        whole = nf.Predictor(net, mode="NoBRS", device="cpu", zoom_in=None, with_flip=False)
+        whole.set_image(image)
+        expected = (image[118:182, 448:500].astype(np.float32) / 255 - 0.485) / 0.229
+        np.testing.assert_allclose(inside[0].numpy(), expected, atol=1e-5)
+        assert prob.shape == (300, 500) and not prob[:118].any() and not prob[:, :448].any()
+        assert prob[118:182, 448:].any()
+        # without the option the crop is moved inside the image, as before
+        p2 = nf.Predictor(
+            net, mode="NoBRS", device="cpu", with_flip=False,
+            zoom_in=nf.ZoomIn(target_size=64, first_click_crop=64),
+        )  # fmt: skip
+        p2.set_image(image)
+        p2.add_click(150, 480)
+        assert p2.state.roi == (118, 181, 436, 499)
+    finally:
+        del net.logits_from_maps
+
+
+def test_beyond_border_object_crops_are_not_clamped():
+    zoom = nf.ZoomIn(target_size=64, min_crop_size=20, beyond_border=True)
+    prob = np.zeros((100, 120), np.float32)
+    prob[0:10, 50:70] = 0.9  # an object cut by the top border
+    roi, changed = zoom.next_roi(None, [nf.Click(3, 60, True)] * 2, prob)
+    assert changed and roi == (-6, 14, 46, 74)  # centred on the box 0-9 x 50-69
+    clamped, _ = nf.ZoomIn(target_size=64, min_crop_size=20).next_roi(
+        None, [nf.Click(3, 60, True)] * 2, prob
+    )
+    assert clamped == (0, 14, 46, 74)
+    m = np.zeros((100, 100), bool)
+    m[90:100, 0:10] = True
+    assert object_roi(m, [], 2.0, 10, beyond_border=True) == (84, 104, -6, 14)
+
+
+def test_beyond_border_with_every_mode_and_undo(net, image):
+    """Every mode, the previous-mask input and undo work with crops past the border."""
+    zoom = nf.ZoomIn(target_size=48, min_crop_size=40, beyond_border=True)
+    for mode in ("NoBRS", "f-BRS-B", "RGB-BRS"):
+        p = nf.Predictor(net, mode=mode, device="cpu", zoom_in=zoom, lbfgs_maxfun=3)
+        p.set_image(image)
+        p.add_click(2, 2)
+        prob = p.add_click(5, 70)
+        assert p.state.roi is not None and p.state.roi[0] < 0
+        assert prob.shape == (60, 80) and np.all((prob >= 0) & (prob <= 1))
+        p.undo()
+        np.testing.assert_array_equal(p.add_click(5, 70), prob)
+
+
 def test_first_click_crop_auto_zooms_into_small_objects_only():
     """``first_click_crop="auto"`` predicts the first click on the whole image and, when the
     object found is small, again in the crop ZoomIn would take around it; a large object or

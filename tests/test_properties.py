@@ -78,6 +78,7 @@ def predictors(draw):
             expansion_ratio=st.floats(1.0, 2.0),
             min_crop_size=st.integers(1, 32),
             first_click_crop=st.none() | st.just("auto") | st.integers(8, 64),
+            beyond_border=st.booleans(),
         )
     )
     return nf.Predictor(

@@ -454,6 +454,21 @@ def test_first_click_crop_box_defaults_to_auto_and_takes_typed_sizes(viewer2d):
     assert widget.settings.zoom_first_click_crop == "auto"
 
 
+def test_crops_past_the_border_setting(viewer2d):
+    widget = open_widget(viewer2d)
+    assert not widget.zoom_border_check.isChecked() and not widget.settings.zoom_beyond_border
+    widget.configure(
+        zoom_in=True, zoom_target_size=64, zoom_first_click_crop=32, zoom_beyond_border=True
+    )
+    assert widget.zoom_border_check.isChecked()
+    widget.add_click(8, 10)
+    p = widget.predictor
+    assert p.zoom_in.beyond_border and p.state.roi == (-8, 23, -6, 25)  # centred on the click
+    assert p.prob.shape == (48, 64) and not p.prob[24:].any() and not p.prob[:, 26:].any()
+    widget.zoom_border_check.setChecked(False)
+    assert not widget.settings.zoom_beyond_border
+
+
 def test_settings_apply_from_the_next_object(viewer2d):
     widget = open_widget(viewer2d)
     widget.add_click(20, 30)

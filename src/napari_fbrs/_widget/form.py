@@ -161,6 +161,14 @@ class FormMixin:
         zform.addRow("Expand ratio", self.zoom_expand_spin)
         zform.addRow("Min crop", self.zoom_min_crop_spin)
         zform.addRow("First-click crop", self.zoom_first_crop_box)
+        self.zoom_border_check = QCheckBox("crops may reach past the border")
+        self.zoom_border_check.setChecked(PredictorSettings.zoom_beyond_border)
+        self.zoom_border_check.setToolTip(
+            "An object cut by the image border stays at the centre of its crop; the network "
+            "sees the image mirrored past the border. Off: crops stay inside the image, as "
+            "in the paper."
+        )
+        zform.addRow(self.zoom_border_check)
         form.addRow(self.zoom_group)
         return pred_box
 
@@ -338,6 +346,7 @@ class FormMixin:
             self.zoom_expand_spin.valueChanged,
             self.zoom_min_crop_spin.valueChanged,
             self.zoom_first_crop_box.valueChanged,
+            self.zoom_border_check.toggled,
         ):
             signal.connect(self._on_settings_changed)
         self.device_combo.currentIndexChanged.connect(self._update_model_status)

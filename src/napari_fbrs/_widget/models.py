@@ -72,6 +72,7 @@ class ModelMixin:
                 expansion_ratio=s.zoom_expansion_ratio,
                 min_crop_size=s.zoom_min_crop,
                 first_click_crop=s.zoom_first_click_crop or None,
+                beyond_border=s.zoom_beyond_border,
             )
             if s.zoom_in
             else None

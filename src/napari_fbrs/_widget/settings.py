@@ -43,6 +43,8 @@ class PredictorSettings:
     zoom_first_click_crop : int or "auto"
         ZoomIn's ``first_click_crop``: ``"auto"`` (zoom in again on a small first-click
         object), a side in pixels, or 0 (off: the first click sees the whole image).
+    zoom_beyond_border : bool
+        ZoomIn's ``beyond_border``: crops may reach past the image border (mirrored).
     max_size : int
         Longest side (pixels) of what the network sees; 0: no limit.
     min_size : int
@@ -65,6 +67,7 @@ class PredictorSettings:
     zoom_expansion_ratio: float = 1.4
     zoom_min_crop: int = 200
     zoom_first_click_crop: int | str = "auto"
+    zoom_beyond_border: bool = False
     max_size: int = 0
     min_size: int = 256  # the predictor's MIN_VIEW_SIZE (its module imports torch)
     with_flip: bool = True
@@ -104,6 +107,7 @@ class SettingsMixin:
             "zoom_expansion_ratio": self.zoom_expand_spin.setValue,
             "zoom_min_crop": self.zoom_min_crop_spin.setValue,
             "zoom_first_click_crop": self.zoom_first_crop_box.setValue,
+            "zoom_beyond_border": self.zoom_border_check.setChecked,
             "max_size": self.max_size_spin.setValue,
             "min_size": self.min_size_spin.setValue,
             "with_flip": self.flip_check.setChecked,
@@ -127,6 +131,7 @@ class SettingsMixin:
             zoom_expansion_ratio=self.zoom_expand_spin.value(),
             zoom_min_crop=self.zoom_min_crop_spin.value(),
             zoom_first_click_crop=self.zoom_first_crop_box.value(),
+            zoom_beyond_border=self.zoom_border_check.isChecked(),
             max_size=self.max_size_spin.value(),
             min_size=self.min_size_spin.value(),
             with_flip=self.flip_check.isChecked(),

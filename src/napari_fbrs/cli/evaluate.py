@@ -195,6 +195,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "image, as the paper",
     )
     parser.add_argument(
+        "--beyond-border",
+        action="store_true",
+        help="let ZoomIn crops reach past the image border, the image mirrored there "
+        "(default: crops stay inside the image, as the paper)",
+    )
+    parser.add_argument(
         "--thresh",
         type=float,
         default=0.49,
@@ -257,6 +263,8 @@ def _check_args(args: argparse.Namespace) -> None:
     args.first_click_crop = first_click_crop(args.first_click_crop)
     if zoom == "off" and args.first_click_crop is not None:
         raise UserError("--first-click-crop needs ZoomIn; drop --zoom-in off")
+    if zoom == "off" and args.beyond_border:
+        raise UserError("--beyond-border needs ZoomIn; drop --zoom-in off")
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out exists and is not a folder: {args.out}")
 
@@ -338,6 +346,7 @@ def run(args: argparse.Namespace) -> int:
                             target_size=zoom,
                             min_crop_size=args.min_crop,
                             first_click_crop=args.first_click_crop,
+                            beyond_border=args.beyond_border,
                         ),
                     )
                 except ValueError as exc:  # e.g. a mode the architecture does not define
@@ -373,6 +382,7 @@ def run(args: argparse.Namespace) -> int:
         "zoom_in": args.zoom_in,
         "min_crop": args.min_crop,
         "first_click_crop": args.first_click_crop,
+        "beyond_border": args.beyond_border,
         "flip": not args.no_flip,
         "thresh": args.thresh,
     }

@@ -24,7 +24,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageSource", "network_input", "to_unit_rgb"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ImageSource",
+    "network_input",
+    "reflect_indices",
+    "to_unit_rgb",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -202,7 +209,8 @@ class ImageSource:
         Parameters
         ----------
         roi : (rmin, rmax, cmin, cmax)
-            Inclusive pixel bounds of the crop.
+            Inclusive pixel bounds of the crop. Bounds outside the image are allowed:
+            the image is mirrored there (:func:`reflect_indices`).
         size : (h, w)
             Output size; bilinear resizing with ``align_corners=True``.
 
@@ -213,32 +221,60 @@ class ImageSource:
         """
         from torch.nn import functional as F
 
-        crop = self.pixels[roi[0] : roi[1] + 1, roi[2] : roi[3] + 1]
-        if crop.shape[0] * crop.shape[1] > self._GATHER_RATIO * size[0] * size[1]:
-            return self._sampled_view(crop, size)
+        rows = reflect_indices(roi[0], roi[1], self.shape[0])
+        cols = reflect_indices(roi[2], roi[3], self.shape[1])
+        if rows.size * cols.size > self._GATHER_RATIO * size[0] * size[1]:
+            return self._sampled_view(rows, cols, size)
+        h, w = self.shape
+        if roi[0] >= 0 and roi[1] < h and roi[2] >= 0 and roi[3] < w:
+            crop = self.pixels[roi[0] : roi[1] + 1, roi[2] : roi[3] + 1]  # no copy
+        else:
+            crop = self.pixels[np.ix_(rows, cols)]
         x = network_input(_unit_channels_first(crop, self.window), self.normalization)
         if tuple(x.shape[2:]) != tuple(size):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
         return x
 
-    def _sampled_view(self, crop: np.ndarray, size: tuple[int, int]):
+    def _sampled_view(self, rows: np.ndarray, cols: np.ndarray, size: tuple[int, int]):
         """Bilinear resizing that reads only the rows and columns it interpolates from
-        (at most two per output row/column), so a huge crop is never converted whole."""
+        (at most two per output row/column), so a huge crop is never converted whole;
+        ``rows``/``cols`` are the crop's source indices."""
         import torch
 
-        r_lo, r_hi, r_w = _bilinear_taps(crop.shape[0], size[0])
-        c_lo, c_hi, c_w = _bilinear_taps(crop.shape[1], size[1])
-        rows = np.union1d(r_lo, r_hi)
-        cols = np.union1d(c_lo, c_hi)
-        sub = crop[rows][:, cols]
+        r_lo, r_hi, r_w = _bilinear_taps(rows.size, size[0])
+        c_lo, c_hi, c_w = _bilinear_taps(cols.size, size[1])
+        r_lo, r_hi, c_lo, c_hi = rows[r_lo], rows[r_hi], cols[c_lo], cols[c_hi]
+        used_rows = np.union1d(r_lo, r_hi)
+        used_cols = np.union1d(c_lo, c_hi)
+        sub = self.pixels[used_rows][:, used_cols]
         x = network_input(_unit_channels_first(sub, self.window), self.normalization)[0]
-        ri0, ri1 = np.searchsorted(rows, r_lo), np.searchsorted(rows, r_hi)
-        ci0, ci1 = np.searchsorted(cols, c_lo), np.searchsorted(cols, c_hi)
+        ri0, ri1 = np.searchsorted(used_rows, r_lo), np.searchsorted(used_rows, r_hi)
+        ci0, ci1 = np.searchsorted(used_cols, c_lo), np.searchsorted(used_cols, c_hi)
         rw = torch.from_numpy(r_w).view(1, -1, 1)
         cw = torch.from_numpy(c_w).view(1, 1, -1)
         x = x[:, ri0] * (1 - rw) + x[:, ri1] * rw
         x = x[:, :, ci0] * (1 - cw) + x[:, :, ci1] * cw
         return x[None].contiguous()
+
+
+def reflect_indices(start: int, stop: int, n: int) -> np.ndarray:
+    """Source indices of the pixels ``start..stop`` (inclusive) of an axis of length ``n``,
+    mirrored at the edges where they fall outside it (the edge pixel is not repeated, as
+    ``numpy.pad(mode="reflect")``: index -1 reads 1, index ``n`` reads ``n - 2``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(stop - start + 1,)`` int64, each in ``[0, n)``.
+    """
+    idx = np.arange(start, stop + 1, dtype=np.int64)
+    if n == 1:
+        return np.zeros_like(idx)
+    if start >= 0 and stop < n:
+        return idx
+    period = 2 * (n - 1)
+    idx = np.mod(idx, period)
+    return np.where(idx < n, idx, period - idx)
 
 
 def _bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from napari_fbrs.core.brs import BrsObjective, LbfgsSettings, click_disks, run_lbfgs
 from napari_fbrs.core.clicks import Click, clicks_to_points
-from napari_fbrs.core.image import ImageSource
+from napari_fbrs.core.image import ImageSource, reflect_indices
 from napari_fbrs.core.models.base import InteractiveNet
 from napari_fbrs.core.models.registry import resolve_device
 from napari_fbrs.core.transforms import MIN_VIEW_SIZE, Roi, ZoomIn, clicks_to_view, view_size
@@ -418,17 +418,25 @@ class Predictor:
             if identity:
                 prob = prob_view[0, 0].float().cpu().numpy()
             else:
-                rh, rw = view_roi[1] - view_roi[0] + 1, view_roi[3] - view_roi[2] + 1
+                r0, r1, c0, c1 = view_roi
                 pasted = (
-                    F.interpolate(prob_view, size=(rh, rw), mode="bilinear", align_corners=True)[
-                        0, 0
-                    ]
+                    F.interpolate(
+                        prob_view,
+                        size=(r1 - r0 + 1, c1 - c0 + 1),
+                        mode="bilinear",
+                        align_corners=True,
+                    )[0, 0]
                     .float()
                     .cpu()
                     .numpy()
                 )
+                # a crop may reach past the image (ZoomIn.beyond_border): keep what is inside
+                top, left = max(r0, 0), max(c0, 0)
+                bottom, right = min(r1, h - 1), min(c1, w - 1)
                 prob = np.zeros((h, w), dtype=np.float32)
-                prob[view_roi[0] : view_roi[1] + 1, view_roi[2] : view_roi[3] + 1] = pasted
+                prob[top : bottom + 1, left : right + 1] = pasted[
+                    top - r0 : bottom - r0 + 1, left - c0 : right - c0 + 1
+                ]
         if opt is not None:  # float32 halves what undo keeps; L-BFGS-B restarts in float64
             opt = np.asarray(opt, dtype=np.float32)
         return _State(clicks=clicks, prob=prob, roi=roi, opt=opt)
@@ -440,7 +448,9 @@ class Predictor:
         if source is None:
             mask = torch.zeros((1, 1, *size), device=self.device)
         else:
-            crop = torch.from_numpy(source[roi[0] : roi[1] + 1, roi[2] : roi[3] + 1].copy())
+            rows = reflect_indices(roi[0], roi[1], source.shape[0])
+            cols = reflect_indices(roi[2], roi[3], source.shape[1])
+            crop = torch.from_numpy(np.ascontiguousarray(source[np.ix_(rows, cols)]))
             mask = crop[None, None].to(self.device)
             if tuple(mask.shape[2:]) != size:
                 mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=True)

@@ -63,6 +63,12 @@ class ZoomIn:
         the whole image, then, when the object found there is small (its ZoomIn crop at
         most half the image's longer side, :meth:`small_object_roi`), once more in that
         crop; costs a second network pass on those clicks only.
+    beyond_border : bool
+        Let crops reach past the image border (an extension, not in the paper; off: crops
+        are clamped to the image, as the paper, or moved inside it). The network sees the
+        image mirrored there and the prediction is kept inside the image only. An object
+        cut by the border then stays at the centre of its crop, at the scale of the others,
+        instead of being pushed to the crop's edge.
     """
 
     target_size: int = 400
@@ -72,6 +78,7 @@ class ZoomIn:
     recompute_iou: float = 0.5
     prob_thresh: float = 0.5
     first_click_crop: int | Literal["auto"] | None = None
+    beyond_border: bool = False
 
     def __post_init__(self) -> None:
         if self.target_size < 8:
@@ -115,13 +122,15 @@ class ZoomIn:
             crop = self.first_click_crop
             if crop is None or crop == "auto" or shape is None or not clicks[0].positive:
                 return roi, False  # "auto" is the predictor's two-pass job
-            first = click_crop(clicks[0], int(crop), shape)
+            first = click_crop(clicks[0], int(crop), shape, self.beyond_border)
             return first, first != roi
         current = None
         if prev_prob is not None:
             mask = prev_prob > self.prob_thresh
             if mask.any():
-                current = object_roi(mask, clicks, self.expansion_ratio, self.min_crop_size)
+                current = object_roi(
+                    mask, clicks, self.expansion_ratio, self.min_crop_size, self.beyond_border
+                )
         if current is None:
             # Nothing is above the threshold: keep the current view (the reference keeps its
             # crop box too; it then squeezes a whole-image prediction into that box, which
@@ -157,21 +166,23 @@ class ZoomIn:
         mask = prob > self.prob_thresh
         if not mask.any():
             return None
-        roi = object_roi(mask, clicks, self.expansion_ratio, self.min_crop_size)
+        roi = object_roi(mask, clicks, self.expansion_ratio, self.min_crop_size, self.beyond_border)
         side = max(roi[1] - roi[0] + 1, roi[3] - roi[2] + 1)
         if side > AUTO_CROP_MAX_FRACTION * max(prob.shape):
             return None
         return roi
 
 
-def click_crop(click: Click, side: int, shape: tuple[int, int]) -> Roi:
+def click_crop(click: Click, side: int, shape: tuple[int, int], beyond_border: bool = False) -> Roi:
     """A ``side`` x ``side`` crop centred on ``click``, moved inside an image of ``shape``
-    ``(H, W)`` (cut to the image where it is smaller)."""
+    ``(H, W)`` unless ``beyond_border`` (cut to the image where it is smaller, either
+    way)."""
     out = []
     for centre, n in ((click.y, shape[0]), (click.x, shape[1])):
         length = min(side, n)
         start = int(round(centre)) - length // 2
-        start = min(max(start, 0), n - length)
+        if not beyond_border:
+            start = min(max(start, 0), n - length)
         out += [start, start + length - 1]
     return (out[0], out[1], out[2], out[3])
 
@@ -184,9 +195,14 @@ def _positive_clicks_inside(roi: Roi, clicks: Sequence[Click]) -> bool:
 
 
 def object_roi(
-    mask: np.ndarray, clicks: Sequence[Click], expansion_ratio: float, min_crop_size: int
+    mask: np.ndarray,
+    clicks: Sequence[Click],
+    expansion_ratio: float,
+    min_crop_size: int,
+    beyond_border: bool = False,
 ) -> Roi:
-    """Expanded bounding box of ``mask`` (``(H, W)`` bool) plus the positive clicks."""
+    """Expanded bounding box of ``mask`` (``(H, W)`` bool) plus the positive clicks,
+    clamped to the image unless ``beyond_border``."""
     h, w = mask.shape
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
@@ -204,6 +220,8 @@ def object_roi(
         int(round(cc - 0.5 * width)),
         int(round(cc + 0.5 * width)),
     )
+    if beyond_border:
+        return box
     return (max(0, box[0]), min(h - 1, box[1]), max(0, box[2]), min(w - 1, box[3]))
 
 
