@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 import napari_fbrs as nf
-from napari_fbrs.core.transforms import bbox_iou, clicks_to_view, object_roi, view_size
+from napari_fbrs.core.transforms import (
+    bbox_iou,
+    click_crop,
+    clicks_to_view,
+    object_roi,
+    view_size,
+)
 
 
 @pytest.fixture(scope="module")
@@ -256,20 +262,27 @@ def test_beyond_border_object_crops_are_not_clamped():
     m = np.zeros((100, 100), bool)
     m[90:100, 0:10] = True
     assert object_roi(m, [], 2.0, 10, beyond_border=True) == (84, 104, -6, 14)
+    # an axis the crop would fill is the whole image: no mirror images side by side
+    assert object_roi(m, [], 2.0, 60, beyond_border=True) == (64, 124, -26, 34)
+    assert object_roi(m, [], 2.0, 120, beyond_border=True) == object_roi(m, [], 2.0, 120)
+    assert click_crop(nf.Click(5, 5, True), 64, (40, 100), True) == (0, 39, -27, 36)
 
 
-def test_beyond_border_with_every_mode_and_undo(net, image):
+def test_beyond_border_with_every_mode_and_undo(image):
     """Every mode, the previous-mask input and undo work with crops past the border."""
+    from napari_fbrs.core.testing import disk_net
+
+    net = disk_net(radius=6.0)
     zoom = nf.ZoomIn(target_size=48, min_crop_size=40, beyond_border=True)
     for mode in ("NoBRS", "f-BRS-B", "RGB-BRS"):
         p = nf.Predictor(net, mode=mode, device="cpu", zoom_in=zoom, lbfgs_maxfun=3)
         p.set_image(image)
-        p.add_click(2, 2)
-        prob = p.add_click(5, 70)
+        p.add_click(3, 40)
+        prob = p.add_click(4, 44)
         assert p.state.roi is not None and p.state.roi[0] < 0
         assert prob.shape == (60, 80) and np.all((prob >= 0) & (prob <= 1))
         p.undo()
-        np.testing.assert_array_equal(p.add_click(5, 70), prob)
+        np.testing.assert_array_equal(p.add_click(4, 44), prob)
 
 
 def test_first_click_crop_auto_zooms_into_small_objects_only():

@@ -68,7 +68,8 @@ class ZoomIn:
         are clamped to the image, as the paper, or moved inside it). The network sees the
         image mirrored there and the prediction is kept inside the image only. An object
         cut by the border then stays at the centre of its crop, at the scale of the others,
-        instead of being pushed to the crop's edge.
+        instead of being pushed to the crop's edge. Along an axis where the crop would be
+        at least as long as the image, it is clamped to the image, as without this option.
     """
 
     target_size: int = 400
@@ -175,13 +176,13 @@ class ZoomIn:
 
 def click_crop(click: Click, side: int, shape: tuple[int, int], beyond_border: bool = False) -> Roi:
     """A ``side`` x ``side`` crop centred on ``click``, moved inside an image of ``shape``
-    ``(H, W)`` unless ``beyond_border`` (cut to the image where it is smaller, either
-    way)."""
+    ``(H, W)`` unless ``beyond_border`` (cut to the image along an axis where the image is
+    smaller, either way)."""
     out = []
     for centre, n in ((click.y, shape[0]), (click.x, shape[1])):
         length = min(side, n)
         start = int(round(centre)) - length // 2
-        if not beyond_border:
+        if not beyond_border or length == n:
             start = min(max(start, 0), n - length)
         out += [start, start + length - 1]
     return (out[0], out[1], out[2], out[3])
@@ -202,7 +203,8 @@ def object_roi(
     beyond_border: bool = False,
 ) -> Roi:
     """Expanded bounding box of ``mask`` (``(H, W)`` bool) plus the positive clicks,
-    clamped to the image unless ``beyond_border``."""
+    clamped to the image unless ``beyond_border``; even then, an axis along which the box
+    is at least as long as the image is clamped (the crop never shows the image twice)."""
     h, w = mask.shape
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
@@ -220,9 +222,14 @@ def object_roi(
         int(round(cc - 0.5 * width)),
         int(round(cc + 0.5 * width)),
     )
-    if beyond_border:
-        return box
-    return (max(0, box[0]), min(h - 1, box[1]), max(0, box[2]), min(w - 1, box[3]))
+    rows, cols = (box[0], box[1]), (box[2], box[3])
+    # past the border only along an axis the crop does not fill: a crop wider than the
+    # image would show its mirror images side by side
+    if not beyond_border or rows[1] - rows[0] + 1 >= h:
+        rows = (max(0, rows[0]), min(h - 1, rows[1]))
+    if not beyond_border or cols[1] - cols[0] + 1 >= w:
+        cols = (max(0, cols[0]), min(w - 1, cols[1]))
+    return (rows[0], rows[1], cols[0], cols[1])
 
 
 def _segment_iou(a0: int, a1: int, b0: int, b1: int) -> float:
