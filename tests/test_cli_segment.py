@@ -69,13 +69,20 @@ def _assert_user_error(code: int, err: str, *needles: str) -> None:
 
 
 def _api_mask(
-    checkpoint: Path, image: np.ndarray, clicks, mode: str, first_click_crop="auto"
+    checkpoint: Path,
+    image: np.ndarray,
+    clicks,
+    mode: str,
+    first_click_crop="auto",
+    beyond_border: bool = True,
 ) -> np.ndarray:
     """The mask that the Python API gives for the same model, settings and clicks."""
     import napari_fbrs as nf
 
     net = nf.load_model(checkpoint, device="cpu")
-    zoom = nf.ZoomIn(target_size=400, first_click_crop=first_click_crop)
+    zoom = nf.ZoomIn(
+        target_size=400, first_click_crop=first_click_crop, beyond_border=beyond_border
+    )
     predictor = nf.Predictor(net, mode=mode, device="cpu", with_flip=True, zoom_in=zoom)
     predictor.set_image(image)
     for y, x, positive in clicks:
@@ -130,7 +137,10 @@ def test_segment_writes_the_api_mask_and_reports_what_it_did(tiny_checkpoint, tm
     lines = stdout.splitlines()
     assert lines[0] == "image: sample:photo (300x450 RGB uint8)"
     assert lines[1].startswith("model: ") and "(tiny_test)" in lines[1]
-    assert lines[2] == "mode: NoBRS (flip on, zoom-in on, first-click crop auto, threshold 0.49)"
+    assert (
+        lines[2]
+        == "mode: NoBRS (flip on, zoom-in on, first-click crop auto, crops past the border, threshold 0.49)"
+    )
     assert lines[3].startswith("click 1: positive at (y=110, x=215) in ")
     assert lines[4].startswith("click 2: negative at (y=245, x=110) in ")
     area = int((mask > 0).sum())
@@ -148,8 +158,9 @@ def test_default_mode_and_negative_clicks_with_or_without_equals(tiny_checkpoint
             "--model", str(tiny_checkpoint), "--out", str(out),
         )  # fmt: skip
         assert code == 0, err
-        assert "mode: f-BRS-B (flip on, zoom-in on, first-click crop auto, threshold 0.49)" in (
-            stdout
+        assert (
+            "mode: f-BRS-B (flip on, zoom-in on, first-click crop auto, crops past the border, threshold 0.49)"
+            in (stdout)
         )
         assert "click 2: negative at (y=245, x=110)" in stdout
         masks.append(np.asarray(Image.open(out)))
@@ -289,19 +300,32 @@ def test_bad_mode_is_reported_before_any_download(no_downloads, tmp_path, capsys
     _assert_user_error(code, err, "unknown mode 'f-BRS-Z'", "f-BRS-B", "NoBRS")
 
 
-@pytest.mark.parametrize("crop", ["off", "64"])
-def test_first_click_crop_setting_is_the_apis(tiny_checkpoint, tmp_path, capsys, crop):
+@pytest.mark.parametrize(
+    ("crop", "border"), [("off", "beyond"), ("64", "beyond"), ("64", "no-beyond")]
+)
+def test_zoom_in_settings_are_the_apis(tiny_checkpoint, tmp_path, capsys, crop, border):
     from napari_fbrs._sample_data import load_sample
 
     out = tmp_path / "mask.tif"
     code, stdout, err = _segment(
-        capsys, "sample:photo", "--click", "110,215", "--mode", "NoBRS",
-        "--first-click-crop", crop, "--model", str(tiny_checkpoint), "--out", str(out),
+        capsys, "sample:photo", "--click", "12,440", "--mode", "NoBRS",
+        "--first-click-crop", crop, f"--{border}-border",
+        "--model", str(tiny_checkpoint), "--out", str(out),
     )  # fmt: skip
     assert code == 0, err
-    assert f"zoom-in on, first-click crop {crop}, threshold" in stdout
+    where = "past" if border == "beyond" else "inside"
+    assert f"zoom-in on, first-click crop {crop}, crops {where} the border, threshold" in stdout
     setting = None if crop == "off" else int(crop)
-    expected = _api_mask(tiny_checkpoint, load_sample("photo"), [(*CUP, True)], "NoBRS", setting)
+    expected = _api_mask(
+        tiny_checkpoint, load_sample("photo"), [(12, 440, True)], "NoBRS", setting,
+        beyond_border=border == "beyond",
+    )  # fmt: skip
+    if setting is not None:  # the first click's crop reaches past the corner, or not
+        other = _api_mask(
+            tiny_checkpoint, load_sample("photo"), [(12, 440, True)], "NoBRS", setting,
+            beyond_border=border != "beyond",
+        )  # fmt: skip
+        assert not np.array_equal(expected, other)
     np.testing.assert_array_equal(tifffile.imread(out) > 0, expected)
 
 

@@ -456,7 +456,9 @@ def test_first_click_crop_box_defaults_to_auto_and_takes_typed_sizes(viewer2d):
 
 def test_crops_past_the_border_setting(viewer2d):
     widget = open_widget(viewer2d)
-    assert not widget.zoom_border_check.isChecked() and not widget.settings.zoom_beyond_border
+    assert widget.zoom_border_check.isChecked() and widget.settings.zoom_beyond_border
+    widget.configure(zoom_beyond_border=False)
+    assert not widget.zoom_border_check.isChecked()
     widget.configure(
         zoom_in=True, zoom_target_size=64, zoom_first_click_crop=32, zoom_beyond_border=True
     )
@@ -479,6 +481,7 @@ def test_settings_apply_from_the_next_object(viewer2d):
         zoom_target_size=64,
         zoom_min_crop=24,
         zoom_first_click_crop=32,
+        zoom_beyond_border=False,
         max_size=256,
         net_clicks=3,
     )

@@ -67,7 +67,7 @@ class PredictorSettings:
     zoom_expansion_ratio: float = 1.4
     zoom_min_crop: int = 200
     zoom_first_click_crop: int | str = "auto"
-    zoom_beyond_border: bool = False
+    zoom_beyond_border: bool = True
     max_size: int = 0
     min_size: int = 256  # the predictor's MIN_VIEW_SIZE (its module imports torch)
     with_flip: bool = True

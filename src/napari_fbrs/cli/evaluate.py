@@ -196,9 +196,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--beyond-border",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="let ZoomIn crops reach past the image border, the image mirrored there "
-        "(default: crops stay inside the image, as the paper)",
+        "(default: --no-beyond-border, crops stay inside the image, as the paper)",
     )
     parser.add_argument(
         "--thresh",

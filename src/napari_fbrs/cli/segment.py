@@ -116,6 +116,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "again zoomed in if the object found is small; N: in an N x N crop around it; "
         "off: on the whole image, as the paper",
     )
+    parser.add_argument(
+        "--beyond-border",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="let ZoomIn crops reach past the image border, the image mirrored there, so an "
+        "object cut by the border stays centred (default, as in the widget); "
+        "--no-beyond-border keeps crops inside the image, as the paper",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -315,7 +323,11 @@ def run(args: argparse.Namespace) -> int:
             mode=mode,
             device=str(device),
             with_flip=not args.no_flip,
-            zoom_in=None if args.no_zoom_in else nf.ZoomIn(target_size=400, first_click_crop=crop),
+            zoom_in=None
+            if args.no_zoom_in
+            else nf.ZoomIn(
+                target_size=400, first_click_crop=crop, beyond_border=args.beyond_border
+            ),
             prob_thresh=args.thresh,
         )
         predictor.set_image(image)
@@ -328,7 +340,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {args.model} ({arch}{where}) on {device}")
     options = [
         f"flip {'off' if args.no_flip else 'on'}",
-        "zoom-in off" if args.no_zoom_in else f"zoom-in on, first-click crop {crop or 'off'}",
+        "zoom-in off"
+        if args.no_zoom_in
+        else f"zoom-in on, first-click crop {crop or 'off'}, "
+        f"crops {'past' if args.beyond_border else 'inside'} the border",
         f"threshold {args.thresh:g}",
     ]
     print(f"mode: {mode} ({', '.join(options)})")
