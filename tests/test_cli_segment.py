@@ -137,9 +137,9 @@ def test_segment_writes_the_api_mask_and_reports_what_it_did(tiny_checkpoint, tm
     lines = stdout.splitlines()
     assert lines[0] == "image: sample:photo (300x450 RGB uint8)"
     assert lines[1].startswith("model: ") and "(tiny_test)" in lines[1]
-    assert (
-        lines[2]
-        == "mode: NoBRS (flip on, zoom-in on, first-click crop auto, crops past the border, threshold 0.49)"
+    assert lines[2] == (
+        "mode: NoBRS (flip on, zoom-in on, first-click crop auto, crops past the border, "
+        "threshold 0.49)"
     )
     assert lines[3].startswith("click 1: positive at (y=110, x=215) in ")
     assert lines[4].startswith("click 2: negative at (y=245, x=110) in ")
@@ -159,8 +159,8 @@ def test_default_mode_and_negative_clicks_with_or_without_equals(tiny_checkpoint
         )  # fmt: skip
         assert code == 0, err
         assert (
-            "mode: f-BRS-B (flip on, zoom-in on, first-click crop auto, crops past the border, threshold 0.49)"
-            in (stdout)
+            "mode: f-BRS-B (flip on, zoom-in on, first-click crop auto, crops past the border, "
+            "threshold 0.49)" in stdout
         )
         assert "click 2: negative at (y=245, x=110)" in stdout
         masks.append(np.asarray(Image.open(out)))
