@@ -493,6 +493,34 @@ def test_a_huge_crop_is_sampled_like_bilinear_resizing(dtype):
     torch.testing.assert_close(sampled, whole, atol=2e-4, rtol=0)
 
 
+@pytest.mark.parametrize("n", [1, 2, 5, 17])
+def test_reflect_indices_mirror_like_numpy_pad(n):
+    from napari_fbrs.core.image import reflect_indices
+
+    axis = np.arange(n)
+    for start, stop in [(0, n - 1), (-3, n + 2), (-(2 * n + 1), 3 * n), (n - 1, n + 4)]:
+        pad = max(-start, stop - n + 1, 0)
+        expected = np.pad(axis, pad, mode="reflect" if n > 1 else "edge")[
+            start + pad : stop + pad + 1
+        ]
+        np.testing.assert_array_equal(reflect_indices(start, stop, n), expected)
+
+
+@pytest.mark.parametrize("size", [(90, 70), (12, 9)])  # converted whole / sampled
+def test_a_view_past_the_border_is_the_mirrored_image(size):
+    """A crop reaching past the image (ZoomIn.beyond_border) reads the image mirrored at
+    its edges, on both the whole-crop and the sampled path."""
+    from napari_fbrs.core.image import ImageSource
+
+    rng = np.random.default_rng(3)
+    image = (rng.random((60, 50, 3)) * 255).astype(np.uint8)
+    padded = np.pad(image, ((20, 10), (7, 13), (0, 0)), mode="reflect")
+    ours = ImageSource(image).view((-20, 69, -7, 62), size)
+    reference = ImageSource(padded).view((0, 89, 0, 69), size)
+    assert ours.shape == (1, 3, *size)
+    torch.testing.assert_close(ours, reference, atol=1e-6, rtol=0)
+
+
 def test_out_of_memory_while_reading_an_image_changes_nothing(net):
     """A uint8 image of 2^23 x 2^23 pixels (a broadcast view: no memory) cannot be turned
     into float32 (256 TiB, beyond any address space): a MemoryError with numbers, and the
