@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-__all__ = ["UserError", "first_click_crop", "main"]
+__all__ = ["UserError", "check_thresh", "first_click_crop", "main"]
 
 # subcommand -> module (imported only when that subcommand runs or help is built)
 SUBCOMMANDS = {
@@ -60,6 +60,19 @@ def first_click_crop(text: str | None) -> int | str | None:
     if side < 8:
         raise UserError(f"--first-click-crop must be at least 8 pixels, not {side}")
     return side
+
+
+def check_thresh(value: float) -> float:
+    """A ``--thresh`` value, which must lie strictly between 0 and 1.
+
+    Raises
+    ------
+    UserError
+        Anything else.
+    """
+    if not 0.0 < value < 1.0:
+        raise UserError(f"--thresh must lie strictly between 0 and 1, got {value:g}")
+    return value
 
 
 def _one_line(text: str) -> str:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from napari_fbrs.cli import UserError, first_click_crop
+from napari_fbrs.cli import UserError, check_thresh, first_click_crop
 
 __all__ = ["ProgressBar", "add_parser", "run"]
 
@@ -259,8 +259,7 @@ def _check_args(args: argparse.Namespace) -> None:
     args.zoom_in = zoom
     if args.min_crop < 8:
         raise UserError(f"--min-crop must be at least 8 pixels, not {args.min_crop}")
-    if not 0.0 < args.thresh < 1.0:
-        raise UserError(f"--thresh must lie strictly between 0 and 1, got {args.thresh:g}")
+    check_thresh(args.thresh)
     args.first_click_crop = first_click_crop(args.first_click_crop)
     if zoom == "off" and args.first_click_crop is not None:
         raise UserError("--first-click-crop needs ZoomIn; drop --zoom-in off")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_fbrs.cli import UserError, first_click_crop
+from napari_fbrs.cli import UserError, check_thresh, first_click_crop
 
 __all__ = ["add_parser", "parse_click", "read_image", "run"]
 
@@ -299,8 +299,7 @@ def run(args: argparse.Namespace) -> int:
             )
     gt = _read_gt(args.gt, (h, w)) if args.gt is not None else None
     mode = _canonical_mode(args.mode)
-    if not 0.0 < args.thresh < 1.0:
-        raise UserError(f"--thresh must lie strictly between 0 and 1, got {args.thresh:g}")
+    check_thresh(args.thresh)
     if args.no_zoom_in and args.first_click_crop is not None:
         raise UserError("--first-click-crop needs ZoomIn; drop --no-zoom-in")
     crop = first_click_crop("auto" if args.first_click_crop is None else args.first_click_crop)
