@@ -133,6 +133,60 @@ def test_scaled_window_keeps_image_and_target_aligned(factor):
             assert (img[tgt == IGNORE] == 0).mean() > 0.9
 
 
+class _LowestRng:
+    """Stands in for numpy's Generator: the first object pixel, the lowest window start."""
+
+    def integers(self, n):
+        return 0
+
+    def uniform(self, lo, hi):
+        return lo
+
+    def random(self):
+        return 0.0
+
+
+def test_mirrored_window_shows_the_image_mirrored_past_the_border():
+    from napari_fbrs.core.training.augment import scaled_window
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    target = np.zeros((40, 50), np.uint8)
+    target[0:5, 0:5] = 1
+    # factor 1 and the object pixel (0, 0) at the window's far corner: the window spans
+    # rows and columns -63..0, all but one pixel past the top-left border
+    img, tgt = scaled_window(image, target, 64, 1.0, _LowestRng(), mirror=True)
+    mirrored = np.pad(image, ((63, 0), (63, 0), (0, 0)), mode="reflect")[:64, :64]
+    np.testing.assert_array_equal(img, mirrored)
+    assert tgt[63, 63] == 1 and (tgt[:63] == IGNORE).all() and (tgt[:, :63] == IGNORE).all()
+    # without mirror the same window lies inside the image, as before
+    img, tgt = scaled_window(image, target, 64, 1.0, _LowestRng())
+    assert (tgt == IGNORE).sum() == 64 * 64 - 40 * 50 and (img[tgt == IGNORE] == 0).all()
+
+
+def test_border_mirror_in_augment_and_training_data():
+    from napari_fbrs.core.training.augment import augment
+    from napari_fbrs.core.training.data import TrainingData
+
+    image = np.full((60, 80, 3), 200, np.uint8)
+    target = np.zeros((60, 80), np.uint8)
+    target[0:12, 30:50] = 1  # an object cut by the top border
+    past, filled = 0, 0
+    for k in range(40):
+        img, tgt = augment(image, target, 48, np.random.default_rng(k), border_mirror=1.0)
+        outside = tgt == IGNORE
+        past += outside.any()
+        filled += outside.any() and img[outside].min() > 0.3  # mirrored grey, never black
+    assert past >= 10 and filled == past
+    # no draw is spent at 0: the random stream, hence the samples, are as without it
+    for k in range(5):
+        a = augment(image, target, 48, np.random.default_rng(k))
+        b = augment(image, target, 48, np.random.default_rng(k), border_mirror=0.0)
+        np.testing.assert_array_equal(a[0], b[0])
+    with pytest.raises(ValueError, match=r"border_mirror is a probability in \[0, 1\], not 2"):
+        TrainingData([], synthetic=2, border_mirror=2)
+
+
 def test_synthetic_scenes_are_reproducible():
     a = synthetic_sample(np.random.default_rng(5), (64, 80))
     b = synthetic_sample(np.random.default_rng(5), (64, 80))
@@ -282,11 +336,13 @@ def test_train_resume_and_export(tmp_path):
         batch_size=2,
         crop=48,
         init="none",
+        border_mirror=0.25,
         checkpoint_every=1,
         log_every=1,
         progress=seen.append,
     )
     assert last == out / "last.pt" and read_checkpoint(last)["step"] == 2
+    assert read_checkpoint(last)["config"]["border_mirror"] == 0.25
     assert [p.step for p in seen] == [1, 2] and all(np.isfinite(p.loss) for p in seen)
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 2
@@ -367,6 +423,10 @@ def test_resume_without_checkpoint_is_explained(tmp_path):
         (["--data", "/no/such/folder"], "does not exist"),
         (["--synthetic", "2", "--crop", "8"], "at least 32"),
         (["--synthetic", "2", "--paste", "1.5"], "--paste is a probability in [0, 1], not 1.5"),
+        (
+            ["--synthetic", "2", "--border-mirror", "-0.1"],
+            "--border-mirror is a probability in [0, 1], not -0.1",
+        ),
         (["--resume"], "no checkpoint to continue"),
         (
             ["--synthetic", "1", "--init", "fbrs-lite", "--arch", "fbrs_lite2"],

@@ -65,6 +65,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "background or an occluder (default 0)",
     )
     parser.add_argument(
+        "--border-mirror",
+        type=float,
+        default=None,
+        metavar="P",
+        help="probability that a sample's crop reaches past the image border, the image "
+        "mirrored there, as the widget's ZoomIn shows objects cut by the border (default 0)",
+    )
+    parser.add_argument(
         "--out",
         required=True,
         metavar="DIR|FILE",
@@ -202,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--synthetic must be >= 0, not {args.synthetic}")
     if args.paste is not None and not 0 <= args.paste <= 1:
         raise UserError(f"--paste is a probability in [0, 1], not {args.paste}")
+    if args.border_mirror is not None and not 0 <= args.border_mirror <= 1:
+        raise UserError(f"--border-mirror is a probability in [0, 1], not {args.border_mirror}")
     if args.lr is not None and not args.lr > 0:
         raise UserError(f"--lr must be positive, not {args.lr}")
     if args.crop is not None and args.crop < 32:
@@ -240,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
             arch=args.arch,
             seed=args.seed,
             paste=args.paste,
+            border_mirror=args.border_mirror,
             checkpoint_every=args.checkpoint_every,
             log_every=args.log_every,
             resume=args.resume,

@@ -30,12 +30,16 @@ def scaled_window(
     factor: float,
     rng: np.random.Generator,
     object_pixels: tuple[np.ndarray, np.ndarray] | None = None,
+    mirror: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A ``crop x crop`` window of the image scaled by ``factor`` around a random object pixel.
 
     Only the window is resampled (the image is never scaled whole, which costs up to
     ``factor**2`` times more). Parts of the window beyond the image are 0 in the image and
-    ``IGNORE`` in the target.
+    ``IGNORE`` in the target. With ``mirror`` the window may lie past the border even where
+    it would fit inside, and the image is mirrored there (numpy's ``"reflect"``), as the
+    predictor shows it with ``ZoomIn(beyond_border=True)``; the target stays ``IGNORE``
+    there, since the predictor keeps only what is inside the image.
 
     Parameters
     ----------
@@ -51,6 +55,8 @@ def scaled_window(
         Source of randomness.
     object_pixels : (ys, xs), optional
         ``np.nonzero(target == 1)`` when the caller has it already.
+    mirror : bool
+        Any window holding the chosen pixel, the image mirrored past its border.
 
     Returns
     -------
@@ -72,9 +78,11 @@ def scaled_window(
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
 
     def start(c: float, n: int) -> float:
-        # the window holds the pixel centre and, where it fits, lies inside the image
-        lo = max(c - side + 0.5 / factor, min(0.0, n - side))
-        hi = min(c - 0.5 / factor, max(0.0, n - side))
+        # the window holds the pixel centre and, where it fits (unless mirrored), lies
+        # inside the image
+        lo, hi = c - side + 0.5 / factor, c - 0.5 / factor
+        if not mirror:
+            lo, hi = max(lo, min(0.0, n - side)), min(hi, max(0.0, n - side))
         return float(rng.uniform(lo, hi)) if hi > lo else lo
 
     y0, x0 = start(cy, h), start(cx, w)
@@ -84,7 +92,10 @@ def scaled_window(
     right = max(0, int(np.ceil(x0 + side - w)))
     if top or left or bottom or right:
         pad = ((top, bottom), (left, right))
-        image = np.pad(image, pad + ((0, 0),))
+        if mirror:
+            image = np.pad(image, pad + ((0, 0),), mode="reflect")
+        else:
+            image = np.pad(image, pad + ((0, 0),))
         target = np.pad(target, pad, constant_values=IGNORE)
     box = (x0 + left, y0 + top, x0 + left + side, y0 + top + side)
     out_i = Image.fromarray(image).resize((crop, crop), Image.BILINEAR, box=box)
@@ -120,6 +131,7 @@ def augment(
     crop: int,
     rng: np.random.Generator,
     vertical_flip: bool = False,
+    border_mirror: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Full training augmentation of one sample.
 
@@ -140,6 +152,9 @@ def augment(
         Source of randomness.
     vertical_flip : bool
         Also flip upside down half the time (for microscopy and synthetic scenes).
+    border_mirror : float
+        Probability that the crop window may reach past the image border, the image
+        mirrored there (``scaled_window(..., mirror=True)``).
 
     Returns
     -------
@@ -156,7 +171,9 @@ def augment(
     else:
         factor = rng.uniform(0.9, IMAGE_SCALE_MAX) * crop / max(h, w)
     factor = float(np.clip(factor, 0.2, 4.0))
-    image, target = scaled_window(image, target, crop, factor, rng, (ys, xs))
+    # no draw at 0, so that runs without the option keep their random stream
+    mirror = border_mirror > 0 and rng.random() < border_mirror
+    image, target = scaled_window(image, target, crop, factor, rng, (ys, xs), mirror)
     if rng.random() < 0.5:
         image, target = image[:, ::-1], target[:, ::-1]
     if vertical_flip and rng.random() < 0.5:

@@ -39,6 +39,10 @@ class TrainingData:
         (:mod:`~napari_fbrs.core.training.paste`): half of them get a new background, half
         an occluder in front of part of the object (a new background where no occluder
         position leaves enough of the object visible).
+    border_mirror : float
+        Probability that a sample's crop window may reach past the image border, the image
+        mirrored there, as the predictor shows it with ``ZoomIn(beyond_border=True)``
+        (:func:`~napari_fbrs.core.training.augment.scaled_window`).
 
     Raises
     ------
@@ -54,6 +58,7 @@ class TrainingData:
         synthetic: int = 0,
         seed: int = 0,
         paste: float = 0.0,
+        border_mirror: float = 0.0,
     ):
         from napari_fbrs.core.evaluation.datasets import open_dataset
 
@@ -65,6 +70,9 @@ class TrainingData:
         if not 0.0 <= paste <= 1.0:
             raise ValueError(f"paste is a probability in [0, 1], not {paste}")
         self.paste = float(paste)
+        if not 0.0 <= border_mirror <= 1.0:
+            raise ValueError(f"border_mirror is a probability in [0, 1], not {border_mirror}")
+        self.border_mirror = float(border_mirror)
         if sum(self.sizes) + self.synthetic <= 0:
             raise ValueError("no training data: give dataset folders and/or synthetic images")
 
@@ -143,7 +151,14 @@ class TrainingData:
             image, target, any_orientation = self.load(int(rng.integers(len(self))))
             if not (target == 1).any():
                 continue
-            image, target = augment(image, target, crop, rng, vertical_flip=any_orientation)
+            image, target = augment(
+                image,
+                target,
+                crop,
+                rng,
+                vertical_flip=any_orientation,
+                border_mirror=self.border_mirror,
+            )
             if int((target == 1).sum()) >= min_area:
                 return image, target
         raise RuntimeError(f"no sample with an object of {min_area}+ pixels in {attempts} draws")

@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "max_click_iters": 3,
     "paste": 0.0,
+    "border_mirror": 0.0,
 }
 LAST = "last.pt"
 LOG = "train_log.jsonl"
@@ -261,6 +262,7 @@ def train(
     seed: int | None = None,
     max_click_iters: int | None = None,
     paste: float | None = None,
+    border_mirror: float | None = None,
     checkpoint_every: int = 500,
     log_every: int = 10,
     keep_snapshots: int = 5,
@@ -304,6 +306,10 @@ def train(
     paste : float or None
         Probability of a copy-paste composite per sample (default 0): a new background
         or an occluder from another sample (:mod:`napari_fbrs.core.training.paste`).
+    border_mirror : float or None
+        Probability that a sample's crop may reach past the image border, the image
+        mirrored there (default 0), as the predictor's ``ZoomIn(beyond_border=True)``
+        shows objects cut by the border.
     checkpoint_every : int
         Write ``last.pt`` every this many steps (and at the end or on interruption).
     log_every : int
@@ -358,6 +364,7 @@ def train(
         "seed": seed,
         "max_click_iters": max_click_iters,
         "paste": paste,
+        "border_mirror": border_mirror,
     }
     ckpt = None
     if resume:
@@ -370,7 +377,13 @@ def train(
             raise ValueError(f"{key} must be at least 1, not {cfg[key]}")
     if int(cfg["crop"]) < 32:
         raise ValueError(f"crop must be at least 32 pixels, not {cfg['crop']}")
-    training_data = TrainingData(cfg["data"], cfg["synthetic"], cfg["seed"], float(cfg["paste"]))
+    training_data = TrainingData(
+        cfg["data"],
+        cfg["synthetic"],
+        cfg["seed"],
+        float(cfg["paste"]),
+        float(cfg["border_mirror"]),
+    )
 
     if ckpt is not None:
         net = init_model(None, arch=str(ckpt.get("arch", ARCH)))
