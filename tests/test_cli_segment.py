@@ -75,6 +75,7 @@ def _api_mask(
     mode: str,
     first_click_crop="auto",
     beyond_border: bool = True,
+    trim_overshoot: bool = False,
 ) -> np.ndarray:
     """The mask that the Python API gives for the same model, settings and clicks."""
     import napari_fbrs as nf
@@ -83,7 +84,9 @@ def _api_mask(
     zoom = nf.ZoomIn(
         target_size=400, first_click_crop=first_click_crop, beyond_border=beyond_border
     )
-    predictor = nf.Predictor(net, mode=mode, device="cpu", with_flip=True, zoom_in=zoom)
+    predictor = nf.Predictor(
+        net, mode=mode, device="cpu", with_flip=True, zoom_in=zoom, trim_overshoot=trim_overshoot
+    )
     predictor.set_image(image)
     for y, x, positive in clicks:
         predictor.add_click(y, x, positive=positive)
@@ -326,6 +329,25 @@ def test_zoom_in_settings_are_the_apis(tiny_checkpoint, tmp_path, capsys, crop, 
             beyond_border=border != "beyond",
         )  # fmt: skip
         assert not np.array_equal(expected, other)
+    np.testing.assert_array_equal(tifffile.imread(out) > 0, expected)
+
+
+def test_trim_overshoot_is_the_apis(tiny_checkpoint, tmp_path, capsys):
+    from napari_fbrs._sample_data import load_sample
+
+    out = tmp_path / "mask.tif"
+    clicks = [(200, 300, True), (150, 250, False), (260, 330, True)]
+    code, stdout, err = _segment(
+        capsys, "sample:photo", *[a for y, x, pos in clicks
+                                  for a in ("--click", f"{'+' if pos else '-'}{y},{x}")],
+        "--mode", "f-BRS-B", "--trim-overshoot",
+        "--model", str(tiny_checkpoint), "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "corrections trimmed" in stdout
+    expected = _api_mask(
+        tiny_checkpoint, load_sample("photo"), clicks, "f-BRS-B", trim_overshoot=True
+    )
     np.testing.assert_array_equal(tifffile.imread(out) > 0, expected)
 
 

@@ -100,7 +100,7 @@ def test_evaluate_three_grabcut_images_end_to_end(shared_dir, tiny_model, tmp_pa
     assert report["model"] == str(tiny_model)
     assert report["settings"] == {
         "zoom_in": "off", "min_crop": 200, "first_click_crop": None, "beyond_border": False,
-        "flip": False, "thresh": 0.49,
+        "trim_overshoot": False, "flip": False, "thresh": 0.49,
     }  # fmt: skip
     assert list(report["datasets"]) == ["GrabCut/NoBRS", "GrabCut/f-BRS-B"]
     images = sorted((data_root / "GrabCut" / "data_GT").iterdir(), key=lambda p: p.name)
@@ -203,14 +203,17 @@ def test_evaluate_numbers_follow_the_protocol(tiny_model, tmp_path, monkeypatch,
         "--no-plot",
         "--thresh",
         "0.3",
+        "--trim-overshoot",
     ]
     assert main(argv) == 0
     assert DiskPredictor.made == ["NoBRS"]
     assert DiskPredictor.settings[0]["prob_thresh"] == 0.3
+    assert DiskPredictor.settings[0]["trim_overshoot"] is True
     zoom = DiskPredictor.settings[0]["zoom_in"]
     assert (zoom.target_size, zoom.beyond_border, zoom.first_click_crop) == (64, True, None)
     report = json.loads((out / "results.json").read_text())
     assert report["settings"]["thresh"] == 0.3 and report["settings"]["beyond_border"]
+    assert report["settings"]["trim_overshoot"] is True
     entry = report["datasets"]["mine"]  # one mode: keyed by the dataset's name only
     assert [(o["name"], o["ious"]) for o in entry["per_image"]] == [
         ("one", [1.0]),

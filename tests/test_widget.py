@@ -484,9 +484,11 @@ def test_settings_apply_from_the_next_object(viewer2d):
         zoom_beyond_border=False,
         max_size=256,
         net_clicks=3,
+        trim_overshoot=True,
     )
+    assert widget.trim_check.isChecked() and widget.settings.trim_overshoot
     widget.add_click(25, 35)
-    assert widget.predictor.mode == "NoBRS"
+    assert widget.predictor.mode == "NoBRS" and not widget.predictor.trim_overshoot
     widget.finish_object()
     widget.add_click(40, 50)
     p = widget.predictor
@@ -498,6 +500,7 @@ def test_settings_apply_from_the_next_object(viewer2d):
         3,
     )
     assert (p.zoom_in.min_crop_size, p.zoom_in.first_click_crop) == (24, 32)
+    assert p.trim_overshoot
     assert p.state.roi == (16, 47, 32, 63)  # the first click's crop, moved inside 48 x 64
     assert widget.zoom_first_crop_box.currentText() == "32"
     widget.configure(zoom_first_click_crop=0)

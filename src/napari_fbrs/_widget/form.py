@@ -140,6 +140,16 @@ class FormMixin:
         form.addRow("Longest side", self.max_size_spin)
         form.addRow("Smallest side", self.min_size_spin)
         form.addRow(self.flip_check)
+        self.trim_check = QCheckBox("corrections only as large as the clicks need")
+        self.trim_check.setChecked(PredictorSettings.trim_overshoot)
+        self.trim_check.setToolTip(
+            "BRS modes: step back from the optimiser's last step to the smallest that still "
+            "satisfies the clicks, so that a click at an object's edge moves the edge "
+            "instead of carving a notch or flooding the surroundings. Helps small objects "
+            "such as nuclei; on photos of large objects the larger step corrects more. "
+            "Off: as in the paper."
+        )
+        form.addRow(self.trim_check)
         self.zoom_group = QGroupBox("ZoomIn")
         self.zoom_group.setCheckable(True)
         self.zoom_group.setChecked(True)
@@ -338,6 +348,7 @@ class FormMixin:
             self.net_clicks_spin.valueChanged,
             self.lbfgs_spin.valueChanged,
             self.flip_check.toggled,
+            self.trim_check.toggled,
             self.max_size_spin.valueChanged,
             self.min_size_spin.valueChanged,
             self.zoom_group.toggled,

@@ -88,6 +88,7 @@ class ModelMixin:
             lbfgs_maxfun=s.lbfgs_maxfun,
             net_clicks_limit=s.net_clicks or None,
             min_size=s.min_size or None,
+            trim_overshoot=s.trim_overshoot,
         )
 
     def _load_net(self, model: Any, device: str) -> Any:

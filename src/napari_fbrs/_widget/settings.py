@@ -51,6 +51,9 @@ class PredictorSettings:
         Smaller images are enlarged to this longest side for the network; 0: never.
     with_flip : bool
         Average with the horizontally flipped prediction.
+    trim_overshoot : bool
+        The predictor's ``trim_overshoot``: BRS corrections only as large as the clicks
+        need (helps small objects such as nuclei; off, as in the paper).
     prob_thresh : float
         Probability threshold of the predictor (BRS click consistency); the preview's
         threshold is the session's, changed live by the slider.
@@ -71,6 +74,7 @@ class PredictorSettings:
     max_size: int = 0
     min_size: int = 256  # the predictor's MIN_VIEW_SIZE (its module imports torch)
     with_flip: bool = True
+    trim_overshoot: bool = False
     prob_thresh: float = 0.49
 
 
@@ -111,6 +115,7 @@ class SettingsMixin:
             "max_size": self.max_size_spin.setValue,
             "min_size": self.min_size_spin.setValue,
             "with_flip": self.flip_check.setChecked,
+            "trim_overshoot": self.trim_check.setChecked,
             "prob_thresh": lambda v: self.thresh_slider.setValue(int(round(v * 100))),
         }
         for name, value in settings.items():
@@ -135,6 +140,7 @@ class SettingsMixin:
             max_size=self.max_size_spin.value(),
             min_size=self.min_size_spin.value(),
             with_flip=self.flip_check.isChecked(),
+            trim_overshoot=self.trim_check.isChecked(),
             prob_thresh=self.thresh_slider.value() / 100.0,
         )
 

@@ -202,6 +202,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "(default: --no-beyond-border, crops stay inside the image, as the paper)",
     )
     parser.add_argument(
+        "--trim-overshoot",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="after L-BFGS-B satisfies the clicks, step back to the shortest step that still "
+        "does (default: --no-trim-overshoot, as the paper)",
+    )
+    parser.add_argument(
         "--thresh",
         type=float,
         default=0.49,
@@ -340,6 +347,7 @@ def run(args: argparse.Namespace) -> int:
                         device=device,
                         with_flip=not args.no_flip,
                         prob_thresh=args.thresh,
+                        trim_overshoot=args.trim_overshoot,
                         zoom_in=None
                         if zoom is None
                         else nf.ZoomIn(
@@ -383,6 +391,7 @@ def run(args: argparse.Namespace) -> int:
         "min_crop": args.min_crop,
         "first_click_crop": args.first_click_crop,
         "beyond_border": args.beyond_border,
+        "trim_overshoot": args.trim_overshoot,
         "flip": not args.no_flip,
         "thresh": args.thresh,
     }

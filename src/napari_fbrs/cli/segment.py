@@ -124,6 +124,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "object cut by the border stays centred (default, as in the widget); "
         "--no-beyond-border keeps crops inside the image, as the paper",
     )
+    parser.add_argument(
+        "--trim-overshoot",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="BRS corrections only as large as the clicks need: step back from the "
+        "optimiser's last step to the shortest that still satisfies them (helps small "
+        "objects such as nuclei; default off, as the paper and the widget)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -328,6 +336,7 @@ def run(args: argparse.Namespace) -> int:
                 target_size=400, first_click_crop=crop, beyond_border=args.beyond_border
             ),
             prob_thresh=args.thresh,
+            trim_overshoot=args.trim_overshoot,
         )
         predictor.set_image(image)
     except ValueError as exc:  # CheckpointError is one too; a mode the network lacks
@@ -345,6 +354,8 @@ def run(args: argparse.Namespace) -> int:
         f"crops {'past' if args.beyond_border else 'inside'} the border",
         f"threshold {args.thresh:g}",
     ]
+    if args.trim_overshoot:
+        options.append("corrections trimmed")
     print(f"mode: {mode} ({', '.join(options)})")
 
     seconds = []

@@ -25,7 +25,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from napari_fbrs.core.brs import BrsObjective, LbfgsSettings, click_disks, run_lbfgs
+from napari_fbrs.core.brs import (
+    BrsObjective,
+    LbfgsSettings,
+    click_disks,
+    run_lbfgs,
+    trim_overshoot,
+)
 from napari_fbrs.core.clicks import Click, clicks_to_points
 from napari_fbrs.core.image import ImageSource, reflect_indices
 from napari_fbrs.core.models.base import InteractiveNet
@@ -107,6 +113,13 @@ class Predictor:
         (``fbrs-lite`` finds nothing in a 96-pixel image, a 128-pixel one works). ZoomIn
         crops are always resized to ``target_size``; a smaller ``max_size`` wins. ``None``:
         images as they are.
+    trim_overshoot : bool
+        After L-BFGS-B first satisfies the clicks, step back along its last step to the
+        shortest part that still satisfies them (:func:`napari_fbrs.core.brs.trim_overshoot`,
+        4 more passes of the network's part after the variables). An extension, off by
+        default as in the paper: its line search often overshoots, so that a corrective
+        click at an object's edge carves a notch or floods the surroundings, most visibly
+        on small objects.
 
     Examples
     --------
@@ -133,6 +146,7 @@ class Predictor:
         min_iou_diff: float = 0.01,
         lbfgs_m: int = 20,
         min_size: int | None = MIN_VIEW_SIZE,
+        trim_overshoot: bool = False,
     ):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -171,6 +185,7 @@ class Predictor:
         self.reg_weight = reg_weight
         self.bias_reg_weight = bias_reg_weight
         self.min_iou_diff = min_iou_diff
+        self.trim_overshoot = bool(trim_overshoot)
         self._cancel: Callable[[], bool] | None = None
         self._source: ImageSource | None = None
         self._views: dict[tuple, torch.Tensor] = {}
@@ -490,8 +505,13 @@ class Predictor:
             self._cancel,
         )
         x = run_lbfgs(objective, x0, self.lbfgs)
+        best = objective.best_logits
+        if self.trim_overshoot and not (self._cancel is not None and self._cancel()):
+            trimmed = trim_overshoot(objective)
+            if trimmed is not None:
+                x, best = trimmed
         self.last_evaluations = objective.evaluations
-        return objective.best_logits, x
+        return best, x
 
     def _fbrs(self, image, lists, prev_mask, size, roi, prev_opt):
         net = self.net
