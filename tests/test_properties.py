@@ -91,6 +91,7 @@ def predictors(draw):
         max_size=draw(st.none() | st.integers(16, 48)),
         lbfgs_maxfun=draw(st.integers(1, 3)),
         net_clicks_limit=draw(st.none() | st.integers(1, 3)),
+        trim_overshoot=draw(st.booleans()),
     )
 
 
