@@ -145,8 +145,8 @@ class FormMixin:
         self.trim_check.setToolTip(
             "BRS modes: step back from the optimiser's last step to the smallest that still "
             "satisfies the clicks, so that a click at an object's edge moves the edge "
-            "instead of carving a notch or flooding the surroundings. Helps small objects "
-            "such as nuclei; on photos of large objects the larger step corrects more. "
+            "instead of carving a notch or flooding the surroundings. Worth trying on small "
+            "objects such as nuclei; on photos of large objects the larger step corrects more. "
             "Off: as in the paper."
         )
         form.addRow(self.trim_check)

@@ -53,7 +53,7 @@ class PredictorSettings:
         Average with the horizontally flipped prediction.
     trim_overshoot : bool
         The predictor's ``trim_overshoot``: BRS corrections only as large as the clicks
-        need (helps small objects such as nuclei; off, as in the paper).
+        need (worth trying on small objects such as nuclei; off, as in the paper).
     prob_thresh : float
         Probability threshold of the predictor (BRS click consistency); the preview's
         threshold is the session's, changed live by the slider.

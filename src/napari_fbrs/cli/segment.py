@@ -129,8 +129,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action=argparse.BooleanOptionalAction,
         default=False,
         help="BRS corrections only as large as the clicks need: step back from the "
-        "optimiser's last step to the shortest that still satisfies them (helps small "
-        "objects such as nuclei; default off, as the paper and the widget)",
+        "optimiser's last step to the shortest that still satisfies them (worth trying on "
+        "small objects such as nuclei; default off, as the paper and the widget)",
     )
     parser.set_defaults(func=run)
     return parser
