@@ -48,6 +48,7 @@ def main() -> None:
         help="ZoomIn first_click_crop (pixels, auto or off)",
     )
     ap.add_argument("--prob-thresh", type=float, default=0.49, help="Predictor prob_thresh")
+    ap.add_argument("--trim-overshoot", action="store_true", help="Predictor(trim_overshoot=True)")
     ap.add_argument("--extra-positive", type=int, default=0, help="propagate(n_extra_positive=...)")
     ap.add_argument("--regrowth", type=float, default=None, help="propagate(regrowth=...)")
     ap.add_argument("--min-contrast", type=float, default=None, help="propagate(min_contrast=...)")
@@ -82,7 +83,12 @@ def main() -> None:
     net = nf.load_model(args.model, device="cpu")
     zoom = nf.ZoomIn(min_crop_size=args.min_crop, first_click_crop=args.first_click_crop)
     predictor = nf.Predictor(
-        net, mode=args.mode, device="cpu", zoom_in=zoom, prob_thresh=args.prob_thresh
+        net,
+        mode=args.mode,
+        device="cpu",
+        zoom_in=zoom,
+        prob_thresh=args.prob_thresh,
+        trim_overshoot=args.trim_overshoot,
     )
     ids = [int(i) for i in np.unique(labels) if i != 0][: args.limit]
     per_nucleus = []
@@ -144,6 +150,7 @@ def main() -> None:
         "first_click_crop": args.first_click_crop,
         "prior": args.prior,
         "prob_thresh": args.prob_thresh,
+        "trim_overshoot": args.trim_overshoot,
         "extra_positive": args.extra_positive,
         "regrowth": args.regrowth,
         "min_contrast": args.min_contrast,
