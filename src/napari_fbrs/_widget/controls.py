@@ -1,12 +1,22 @@
-"""Small Qt input controls of the dock widget: number boxes and the first-click crop box."""
+"""Small Qt input controls of the dock widget: number boxes, check boxes and the
+first-click crop box."""
 
 from __future__ import annotations
 
 from qtpy.QtCore import Signal
 from qtpy.QtGui import QValidator
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QSpinBox
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
-__all__ = ["FirstClickCropBox", "spin_box"]
+__all__ = ["FirstClickCropBox", "check_box", "spin_box"]
+
+
+def check_box(text: str, checked: bool = False, tooltip: str | None = None) -> QCheckBox:
+    """A check box with its label, initial state and tooltip."""
+    box = QCheckBox(text)
+    box.setChecked(checked)
+    if tooltip:
+        box.setToolTip(tooltip)
+    return box
 
 
 def spin_box(

@@ -8,7 +8,6 @@ from typing import Any
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QKeySequence
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QFormLayout,
     QGridLayout,
@@ -23,7 +22,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_fbrs._widget.controls import FirstClickCropBox, spin_box
+from napari_fbrs._widget.controls import FirstClickCropBox, check_box, spin_box
 from napari_fbrs._widget.settings import DEVICES, MODES, PredictorSettings
 from napari_fbrs._widget.stack import CONVEX_REGROWTH, DIRECTIONS
 from napari_fbrs.core import zoo
@@ -123,8 +122,7 @@ class FormMixin:
             "optimisation only.",
         )  # fmt: skip
         self.lbfgs_spin = spin_box(1, 500, 20)
-        self.flip_check = QCheckBox("average with the flipped image")
-        self.flip_check.setChecked(True)
+        self.flip_check = check_box("average with the flipped image", True)
         self.max_size_spin = spin_box(
             0, 8192, 0, 64, "no limit", "Longest side, in pixels, of what the network sees."
         )
@@ -140,14 +138,14 @@ class FormMixin:
         form.addRow("Longest side", self.max_size_spin)
         form.addRow("Smallest side", self.min_size_spin)
         form.addRow(self.flip_check)
-        self.trim_check = QCheckBox("corrections only as large as the clicks need")
-        self.trim_check.setChecked(PredictorSettings.trim_overshoot)
-        self.trim_check.setToolTip(
+        self.trim_check = check_box(
+            "corrections only as large as the clicks need",
+            PredictorSettings.trim_overshoot,
             "BRS modes: step back from the optimiser's last step to the smallest that still "
             "satisfies the clicks, so that a click at an object's edge moves the edge "
             "instead of carving a notch or flooding the surroundings. Worth trying on small "
             "objects such as nuclei; on photos of large objects the larger step corrects more. "
-            "Off: as in the paper."
+            "Off: as in the paper.",
         )
         form.addRow(self.trim_check)
         self.zoom_group = QGroupBox("ZoomIn")
@@ -171,12 +169,12 @@ class FormMixin:
         zform.addRow("Expand ratio", self.zoom_expand_spin)
         zform.addRow("Min crop", self.zoom_min_crop_spin)
         zform.addRow("First-click crop", self.zoom_first_crop_box)
-        self.zoom_border_check = QCheckBox("crops may reach past the border")
-        self.zoom_border_check.setChecked(PredictorSettings.zoom_beyond_border)
-        self.zoom_border_check.setToolTip(
+        self.zoom_border_check = check_box(
+            "crops may reach past the border",
+            PredictorSettings.zoom_beyond_border,
             "An object cut by the image border stays at the centre of its crop; the network "
             "sees the image mirrored past the border. Off: crops stay inside the image, as "
-            "in the paper."
+            "in the paper.",
         )
         zform.addRow(self.zoom_border_check)
         form.addRow(self.zoom_group)
@@ -194,19 +192,18 @@ class FormMixin:
         thresh_row.addWidget(self.thresh_slider)
         thresh_row.addWidget(self.thresh_label)
         form.addRow("Threshold", thresh_row)
-        self.canvas_check = QCheckBox("click on the canvas to segment")
-        self.canvas_check.setChecked(True)
-        self.canvas_check.setToolTip(
+        self.canvas_check = check_box(
+            "click on the canvas to segment",
+            True,
             "Left click: object; right click or Shift+click: "
             "background. Works while the selected layer is in "
-            "pan/zoom mode."
+            "pan/zoom mode.",
         )
-        self.default_positive_check = QCheckBox(
-            "points added with napari's tools are object clicks"
+        self.default_positive_check = check_box(
+            "points added with napari's tools are object clicks", True
         )
-        self.default_positive_check.setChecked(True)
-        self.selected_label_check = QCheckBox("use the objects layer's selected label")
-        self.overwrite_check = QCheckBox("overwrite existing labels")
+        self.selected_label_check = check_box("use the objects layer's selected label")
+        self.overwrite_check = check_box("overwrite existing labels")
         for check in (
             self.canvas_check,
             self.default_positive_check,
@@ -268,11 +265,11 @@ class FormMixin:
             tooltip="Propagation stops where the object's overlap (IoU) with the previous "
             "slice drops below this.",
         )  # fmt: skip
-        self.convex_check = QCheckBox("convex objects: stop where the area grows again")
-        self.convex_check.setToolTip(
-            "For nuclei and cells: once the object has shrunk along the walk, stop where "
-            f"its area grows again by more than {CONVEX_REGROWTH:.0%} (the walk entering a "
-            "touching neighbour)."
+        self.convex_check = check_box(
+            "convex objects: stop where the area grows again",
+            tooltip="For nuclei and cells: once the object has shrunk along the walk, stop "
+            f"where its area grows again by more than {CONVEX_REGROWTH:.0%} (the walk "
+            "entering a touching neighbour).",
         )
         self.min_contrast_spin = spin_box(
             0.0, 1.0, 0.0, 0.05, special="off",
