@@ -53,7 +53,10 @@ patches, objective, early stops, L-BFGS-B call, warm start and best-loss result;
 network's site functions and the distance maps shared) gives our predictor's results on
 both cases (2,968 pixels at ``resnet34_dh128`` f-BRS-A click 4, IoU 0.953 with the fixture
 at ``hrnet32_ocr128`` f-BRS-A click 3): the predictor does what we understand the reference
-to do, and the fixture says the reference did something else there.
+to do, and the fixture says the reference did something else there. With that script,
+also ruled out: averaging the flip halves inside the loss, and the older reference's click
+masks (drawn in the image, then resized bilinearly into the view and scaled to a maximum
+of 1); both already break click 2.
 
 Clicks from the listed one on are still compared: a case that misses there is reported as
 an expected failure with its numbers (never a silent pass), and one that conforms passes.
