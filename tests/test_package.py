@@ -230,6 +230,28 @@ def test_sample_files_are_small_and_shipped_as_package_data():
         assert path.stat().st_size < 300 * 1024, f"{rel} is larger than 300 KB"
 
 
+def test_every_source_and_data_folder_is_a_configured_package(monkeypatch):
+    # A folder that holds only data (data/, weights/) is a package only for namespace
+    # discovery; left out of `packages`, setuptools warns that it will stop shipping it.
+    setupcfg = pytest.importorskip("setuptools.config.setupcfg")
+    monkeypatch.chdir(REPO)  # `where = src` is relative to the project root
+    options = setupcfg.read_configuration("setup.cfg")["options"]
+    packages = set(options["packages"])
+    folders = {
+        ".".join(path.relative_to(REPO / "src").parts)
+        for path in [PKG, *PKG.rglob("*")]
+        if path.is_dir() and path.name != "__pycache__" and any(path.iterdir())
+    }
+    assert folders - packages == set()
+    assert packages - folders == set()
+    data_folders = {
+        "napari_fbrs." + glob.split("/")[0]
+        for glob in options["package_data"]["napari_fbrs"]
+        if "/" in glob
+    }
+    assert data_folders == {"napari_fbrs.data", "napari_fbrs.weights"}
+
+
 def test_load_sample_rejects_unknown_names():
     from napari_fbrs._sample_data import load_sample
 
