@@ -287,8 +287,9 @@ def test_beyond_border_with_every_mode_and_undo(image):
 
 def test_first_click_crop_auto_zooms_into_small_objects_only():
     """``first_click_crop="auto"`` predicts the first click on the whole image and, when the
-    object found is small, again in the crop ZoomIn would take around it; a large object or
-    a negative first click stays whole-image; undo and the same click give the same view."""
+    object found is small (or none is found), again in the crop ZoomIn would take around it;
+    a large object or a negative first click stays whole-image; undo and the same click give
+    the same view."""
     from napari_fbrs.core.testing import disk_net
 
     image = np.zeros((300, 500), np.uint8)
@@ -330,6 +331,11 @@ def test_first_click_crop_auto_zooms_into_small_objects_only():
     assert p.state.roi is None and seen == [(300, 500)]
     np.testing.assert_array_equal(prob, whole_prob)
     assert zoom.small_object_roi(whole_prob, p.clicks) is None
+    # nothing found in the whole image (a net that finds nothing anywhere): the smallest
+    # crop around the click, as for an object too small to be seen at the image's scale
+    p, prob, seen, whole_prob, zoom = run(-1.0)
+    assert not (whole_prob >= 0.49).any()
+    assert p.state.roi == (118, 182, 218, 282) and seen == [(300, 500), (128, 128)]
     # a negative first click: the whole image only
     p, prob, seen, _, _ = run(8.0, positive=False)
     assert p.state.roi is None and seen == [(300, 500)]

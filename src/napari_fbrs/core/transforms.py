@@ -61,8 +61,9 @@ class ZoomIn:
         lets the network see the object at a useful size from the first click (an image
         smaller than the crop is seen whole, resized to ``target_size``). ``"auto"``: on
         the whole image, then, when the object found there is small (its ZoomIn crop at
-        most half the image's longer side, :meth:`small_object_roi`), once more in that
-        crop; costs a second network pass on those clicks only.
+        most half the image's longer side, :meth:`small_object_roi`) or nothing is found,
+        once more in that crop (``min_crop_size`` around the click when nothing was
+        found); costs a second network pass on those clicks only.
     beyond_border : bool
         Let crops reach past the image border (an extension, not in the paper; off: crops
         are clamped to the image, as the paper, or moved inside it). The network sees the
@@ -158,15 +159,20 @@ class ZoomIn:
         Returns
         -------
         Roi or None
-            The crop ZoomIn would take around the object (as after ``skip_clicks``), or
-            ``None`` when the first click is negative, nothing is above the threshold, or
-            the crop's longer side exceeds :data:`AUTO_CROP_MAX_FRACTION` of the image's.
+            The crop ZoomIn would take around the object (as after ``skip_clicks``); when
+            nothing is above the threshold, the ``min_crop_size`` crop around the clicks (an
+            object too small to be seen in the whole image). ``None`` when the first click is
+            negative or the crop's longer side exceeds :data:`AUTO_CROP_MAX_FRACTION` of the
+            image's.
         """
         if not clicks or not clicks[0].positive:
             return None
         mask = prob > self.prob_thresh
         if not mask.any():
-            return None
+            # the clicks alone then span the box, and the minimum crop size sets its side
+            mask = np.zeros(prob.shape, dtype=bool)
+            first = clicks[0]
+            mask[int(round(first.y)), int(round(first.x))] = True
         roi = object_roi(mask, clicks, self.expansion_ratio, self.min_crop_size, self.beyond_border)
         side = max(roi[1] - roi[0] + 1, roi[3] - roi[2] + 1)
         if side > AUTO_CROP_MAX_FRACTION * max(prob.shape):
