@@ -135,6 +135,32 @@ def test_restore_after_a_crash_brings_back_clicks_and_labels(tmp_path, factory):
     assert fresh.undo() is not None
 
 
+def test_an_object_being_edited_keeps_its_id_through_a_crash(tmp_path, factory):
+    s = busy_session(factory)
+    assert s.edit_object(2, (1,)) == 2  # reopened: finishing would replace object 2
+    s.set_object_label((3,), 1)  # an id carried to slice 3
+    saver = Autosave(tmp_path / ("stack" + SUFFIX))
+    saver.write_session(s, name="stack")
+    assert Autosave.read(saver.path).pins == {(1,): 2, (3,): 1}
+    labels = s.labels.copy()
+    del s  # the crash
+
+    fresh = SegmentationSession(make_stack(), predictor_factory=factory)
+    Autosave(saver.path).load().restore(fresh)
+    assert fresh.pinned_labels() == {(1,): 2, (3,): 1}
+    assert len(fresh.clicks((1,))) == 2
+    fresh.add_click(20, 20, key=(1,))  # a correction
+    fresh.predict((1,))
+    info = fresh.commit((1,))
+    assert info.label == 2 and info.n_pixels > 0  # without the pin: a new id, 3
+    assert fresh.labels.max() == 2 and (fresh.labels[1] == 2).sum() > (labels[1] == 2).sum()
+    # a sidecar of an older version (no pins) restores without them
+    doc = json.loads(saver.path.read_text())
+    doc.pop("pins")
+    write_doc(saver.path, doc)
+    assert Autosave.read(saver.path).pins == {}
+
+
 def test_objects_committed_before_restoring_come_back_with_undo(tmp_path, factory):
     """Restoring replaces the labels as one undo step: nothing committed earlier is lost,
     and the history before the restore still undoes."""
@@ -398,6 +424,9 @@ def good(tmp_path, factory):
         (lambda d: d["clicks"][0]["clicks"].append([1.0, 2.0]), "[y, x, positive]"),
         (lambda d: d["clicks"][0].update(key=[-1]), ">= 0"),
         (lambda d: d["objects"][0].update(label=0), ">= 1"),
+        (lambda d: d["pins"].append({"key": [1], "label": 0}), ">= 1"),
+        (lambda d: d["pins"].append({"key": [-1], "label": 2}), ">= 0"),
+        (lambda d: d["pins"].append({"key": [1]}), "damaged"),
         (lambda d: d["objects"][0].update(label=1.5), "integer"),
         (lambda d: d.update(prob_thresh=3.0), "prob_thresh"),
         (lambda d: d.update(image=[]), "image must be an object"),

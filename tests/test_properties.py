@@ -244,13 +244,34 @@ class SessionMachine(RuleBasedStateMachine):
             return
         event("commit" if info.promoted_from is None else "commit with promotion")
         before = self.expected
-        assert info.label >= 1 and s.labels[key][s.labels[key] != before[key]].min() >= 1
-        assert (s.labels[key] == info.label).sum() >= info.n_pixels > 0
+        after = s.labels.astype(np.int64)
+        changed = after != before.astype(np.int64)
+        assert info.label >= 1 and not changed[tuple(k for k in range(2) if (k,) != key)].any()
+        # a commit writes its id, and clears only its own old pixels (an edited object)
+        assert np.isin(after[changed], [0, info.label]).all()
+        assert (before[changed & (after == 0)] == info.label).all()
+        assert int((changed & (after == 0)).sum()) == info.n_cleared
+        assert (after[key] == info.label).sum() >= info.n_pixels
+        assert info.n_pixels > 0 or (before[key] == info.label).any()
         if before.dtype != np.bool_ and info.label > np.iinfo(before.dtype).max:
             assert info.promoted_from == before.dtype and s.labels.dtype != before.dtype
         self.expected = s.labels.copy()
         self.history.append(self.expected)
         self._step("commit")
+
+    @rule(key=st.sampled_from([(0,), (1,)]), pick=st.integers(0, 10))
+    def edit(self, key, pick):
+        present = np.unique(self.expected[key].astype(np.int64))
+        present = present[present > 0]
+        if not present.size:
+            return
+        try:
+            self.session.edit_object(int(present[pick % present.size]), key)
+        except ValueError:  # an unfinished object on the slice
+            event("edit refused")
+            return
+        event("edit")
+        self._step("click")
 
     @rule(key=st.sampled_from([(0,), (1,)]))
     def reset(self, key):

@@ -796,6 +796,76 @@ def test_a_pinned_id_replaces_its_old_pixels_on_the_slice(image):
     assert (s.labels == 1).sum() == (disk(12, 24) | (disk(10, 15) & ~disk(30, 30))).sum()
 
 
+def test_edit_object_reopens_a_finished_object_with_its_clicks(image):
+    s = SegmentationSession(np.stack([image] * 3), predictor_factory=DiskPredictor)
+    _predicted(s, 10, 20, (0,))
+    s.add_click(12, 40, positive=False, key=(0,))
+    s.predict((0,))
+    s.commit((0,))  # object 1, two clicks
+    _predicted(s, 30, 30, (0,))
+    s.commit((0,))  # object 2
+    for y, x in ((30, 10), (10, 40)):  # two more: object 1's predictor and map are released
+        _predicted(s, y, x, (1,))
+        s.commit((1,))
+    before = s.labels.copy()
+    assert s.edit_object(1, (0,)) == 2
+    assert [tuple(c) for c in s.clicks((0,))] == [(10, 20, True), (12, 40, False)]
+    assert s.object_label((0,)) == 1 and not s.is_up_to_date((0,))
+    np.testing.assert_array_equal(s.labels, before)  # nothing written yet
+    np.testing.assert_array_equal(s.predict((0,)) >= 0.49, before[0] == 1)
+    # a correction, then finishing replaces object 1 on this slice only
+    s.add_click(14, 22, key=(0,))
+    s.predict((0,))
+    info = s.commit((0,))
+    assert info.label == 1 and info.n_cleared > 0
+    np.testing.assert_array_equal(s.labels[0] == 1, disk(14, 22) & ~disk(30, 30))
+    np.testing.assert_array_equal(s.labels[1:], before[1:])
+    # undo: the commit, the click, then the reopening (the slice as it was, unpinned)
+    for _ in range(2):
+        s.undo()
+    assert s.undo().description == "undo: edit of label 1"
+    assert s.clicks((0,)) == [] and s.object_label((0,)) is None
+    np.testing.assert_array_equal(s.labels, before)
+    assert s.redo().description == "redo: edit of label 1"
+    assert s.object_label((0,)) == 1 and len(s.clicks((0,))) == 2
+
+
+def test_edit_object_right_after_finishing_shows_its_preview_at_once(session):
+    _predicted(session, 10, 20, ())
+    session.commit()
+    calls = DiskPredictor.instances[-1].calls
+    assert session.edit_object(1) == 1
+    assert session.is_up_to_date() and session.request() is None
+    np.testing.assert_array_equal(session.mask(), session.labels == 1)
+    assert DiskPredictor.instances[-1].calls == calls
+
+
+def test_edit_object_refuses_and_changes_nothing(image):
+    s = SegmentationSession(np.stack([image] * 2), predictor_factory=DiskPredictor)
+    _predicted(s, 10, 20, (0,))
+    s.commit((0,))
+    with pytest.raises(ValueError, match="no object 2 on this slice"):
+        s.edit_object(2, (0,))
+    with pytest.raises(ValueError, match="no object 1 on this slice"):
+        s.edit_object(1, (1,))
+    with pytest.raises(ValueError, match="start at 1"):
+        s.edit_object(0, (0,))
+    _predicted(s, 30, 30, (0,))
+    with pytest.raises(ValueError, match="unfinished object"):
+        s.edit_object(1, (0,))
+    assert len(s.clicks((0,))) == 1 and s.object_label((0,)) is None
+    # an object the session did not make (here: written into the labels): the pin only
+    s.reset_clicks((0,))
+    labels = s.labels.copy()
+    labels[1, 5:9, 5:9] = 7
+    s.set_labels(labels)
+    assert s.edit_object(7, (1,)) == 0
+    assert s.clicks((1,)) == [] and s.object_label((1,)) == 7
+    _predicted(s, 20, 30, (1,))
+    s.commit((1,))
+    np.testing.assert_array_equal(s.labels[1] == 7, disk(20, 30))
+
+
 # ------------------------------------------------------------------ propagation controls
 
 

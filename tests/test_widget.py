@@ -316,6 +316,48 @@ def test_overwrite_selected_label_and_dtype_promotion(viewer2d, warnings_):
     assert objects.data[0, 0] == 255
 
 
+def test_edit_object_under_the_mouse_and_finish_replaces_it(viewer2d, warnings_):
+    widget = open_widget(viewer2d)
+    objects = viewer2d.layers[OBJECTS_LAYER]
+    widget.add_click(20, 20)
+    widget.finish_object()
+    widget.add_click(30, 50)
+    widget.finish_object()
+    before = objects.data.copy()
+    # E with the mouse over object 1 (world = data * scale + translate)
+    viewer2d.cursor.position = (20 * 0.5 + 10.0, 22 * 2.0 - 3.0)
+    widget._edit_key(viewer2d)
+    assert [tuple(c) for c in widget.session.clicks()] == [(20.0, 20.0, True)]
+    np.testing.assert_array_equal(viewer2d.layers[CLICKS_LAYER].data, [[20.0, 20.0]])
+    np.testing.assert_array_equal(widget.current_mask, before == 1)
+    assert objects.selected_label == 1 and "Editing object 1" in widget.status_label.text()
+    assert not widget.edit_button.isEnabled()  # the slice has an unfinished object
+    np.testing.assert_array_equal(objects.data, before)  # nothing written yet
+    # a correction that shrinks it, then Finish replaces object 1 (object 2 is kept)
+    widget.add_click(20, 31, positive=False)
+    mask = widget.current_mask.copy()
+    assert widget.finish_object() == 1, warnings_
+    np.testing.assert_array_equal(objects.data == 1, mask & (before != 2))
+    np.testing.assert_array_equal(objects.data == 2, before == 2)
+    assert "old version cleared" in widget.status_label.text()
+    for _ in range(3):  # the commit, the click, the reopening
+        widget.undo()
+    np.testing.assert_array_equal(objects.data, before)
+    assert widget.session.clicks() == [] and widget.session.object_label() is None
+    # the button edits the objects layer's selected label; a missing one is refused
+    objects.selected_label = 2
+    widget.edit_button.click()
+    assert widget.session.object_label() == 2 and len(widget.session.clicks()) == 1
+    widget.reset_clicks()
+    widget.reset_clicks()  # a second Escape unpins
+    assert widget.edit_object(5) is False and "no object 5" in warnings_[-1]
+    viewer2d.cursor.position = (0.0, 0.0)  # off the objects: the selected label (2)
+    objects.selected_label = 7
+    widget._edit_key(viewer2d)
+    assert "no object 7" in warnings_[-1] and widget.session.clicks() == []
+    np.testing.assert_array_equal(objects.data, before)
+
+
 def test_another_labels_layer_can_receive_the_objects(viewer2d):
     widget = open_widget(viewer2d)
     mine = viewer2d.add_labels(np.zeros((H, W), np.int32), name="mine")

@@ -76,6 +76,7 @@ class BindingsMixin:
             (KeyCode.Space, self._space_key),
             (KeyCode.Period, next_slice),
             (KeyCode.Comma, previous_slice),
+            (KeyCode.KeyE, self._edit_key),
         ):
             previous = self.viewer.bind_key(key, func, overwrite=True)
             self._bindings.append((key, previous))

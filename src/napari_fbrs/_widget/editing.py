@@ -4,6 +4,7 @@ layers (clicks, previews at the threshold, objects)."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from typing import Any
 
@@ -77,6 +78,61 @@ class EditingMixin:
             self._schedule()
             return None
         return self._commit_now()
+
+    def edit_object(self, label: int | None = None) -> bool:
+        """Reopen a finished object on the current slice to correct it (E).
+
+        Its clicks come back when this session made it (the preview shows it again, and
+        new clicks correct it); finishing then *replaces* it on this slice. Objects from
+        elsewhere (a labels file, painting) keep their id and are clicked anew. Nothing is
+        written until the object is finished; undo brings the slice back as it was.
+
+        Parameters
+        ----------
+        label : int, optional
+            The object's id; default the objects layer's selected label.
+
+        Returns
+        -------
+        bool
+            Whether the object was reopened.
+        """
+        session = self._require_session()
+        if session is None:
+            return False
+        self._adopt_objects_layer()
+        if label is None:
+            label = int(self._objects.selected_label)
+        try:
+            n = session.edit_object(int(label), self._key)
+        except ValueError as exc:
+            notify.warning(f"f-BRS: {exc}")
+            return False
+        with self._guarding():
+            self._objects.selected_label = int(label)
+        self._after_change(Change((self._key,), False, "edit"))
+        how = (
+            f"its {n} click(s) are back; correct it"
+            if n
+            else "this session did not make it: click it anew"
+        )
+        self._set_status(f"Editing object {label}: {how}, then Finish replaces it.")
+        return True
+
+    def _edit_key(self, viewer: Any) -> None:
+        """E on the canvas: edit the object under the mouse, else the selected label."""
+        session = self._session
+        if session is None or self._objects is None:
+            return
+        label = None
+        with contextlib.suppress(Exception):
+            data = np.asarray(self._objects.world_to_data(viewer.cursor.position), dtype=float)
+            n = len(session.stack_shape)
+            y, x = int(round(data[n])), int(round(data[n + 1]))
+            key = session.key_at(data[:n])
+            if key == self._key and session.click_inside(y, x):
+                label = int(session.labels[(*key, y, x)]) or None
+        self.edit_object(label)
 
     def undo(self) -> bool:
         """Undo the last click edit or commit (Ctrl+Z); returns whether anything changed."""
@@ -258,6 +314,8 @@ class EditingMixin:
         label = None
         if self.selected_label_check.isChecked():
             label = int(self._objects.selected_label)
+            if label == session.object_label(self._key):
+                label = None  # the pinned id: replace its old version, as without the option
         try:
             info = session.commit(
                 self._key, label=label, overwrite=self.overwrite_check.isChecked()

@@ -223,7 +223,15 @@ class FormMixin:
         buttons.addWidget(self.finish_button, 0, 0, 1, 2)
         buttons.addWidget(self.undo_button, 1, 0)
         buttons.addWidget(self.redo_button, 1, 1)
-        buttons.addWidget(self.reset_button, 2, 0, 1, 2)
+        self.edit_button = QPushButton("Edit object (E)")
+        self.edit_button.setToolTip(
+            "Reopen a finished object to correct it: press E with the mouse over it, or "
+            "pick it as the objects layer's selected label and press this. Its clicks come "
+            "back (if this session made it); Finish then replaces it on this slice. (With "
+            "the objects layer selected, E is napari's eraser: use the button.)"
+        )
+        buttons.addWidget(self.reset_button, 2, 0)
+        buttons.addWidget(self.edit_button, 2, 1)
         self.save_button = QPushButton("Save objects...")
         self.save_button.setToolTip(
             "Write the objects layer to a TIFF file (all slices). Once saved, the autosave "
@@ -364,6 +372,7 @@ class FormMixin:
         self.undo_button.clicked.connect(self.undo)
         self.redo_button.clicked.connect(self.redo)
         self.reset_button.clicked.connect(self.reset_clicks)
+        self.edit_button.clicked.connect(lambda *_: self.edit_object())
         self.save_button.clicked.connect(lambda *_: self.save_objects())
         self.propagate_button.clicked.connect(lambda *_: self.propagate_object())
         self.cancel_button.clicked.connect(self.cancel_propagation)
@@ -398,6 +407,7 @@ class FormMixin:
         clicks = has and bool(session.clicks(self._key))
         self.finish_button.setEnabled(clicks)
         self.reset_button.setEnabled(clicks)
+        self.edit_button.setEnabled(has and not clicks)
         stack = has and self.stack_axis is not None
         self.stack_box.setEnabled(stack)
         self.propagate_button.setEnabled(stack and clicks and not self._propagating)

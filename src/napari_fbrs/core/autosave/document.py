@@ -50,6 +50,10 @@ def _state_to_doc(state: SessionState, labels_doc: dict[str, Any] | None) -> dic
             for key, clicks in sorted(state.clicks.items())
             if clicks
         ],
+        "pins": [
+            {"key": [int(k) for k in key], "label": int(label)}
+            for key, label in sorted(state.pins.items())
+        ],
         "objects": [
             {
                 "label": int(o.label),
@@ -127,6 +131,9 @@ def _doc_to_state(doc: Mapping[str, Any]) -> tuple[SessionState, dict[str, Any] 
         clicks[key] = tuple(
             _click(c, f"clicks[{i}].clicks[{j}]") for j, c in enumerate(item["clicks"])
         )
+    pins: dict[SliceKey, int] = {}
+    for i, item in enumerate(doc.get("pins", [])):  # absent in files of before 2026-11-27
+        pins[_key(item["key"], f"pins[{i}].key")] = _int(item["label"], f"pins[{i}].label", 1)
     objects = []
     for i, item in enumerate(doc.get("objects", [])):
         settings = item.get("settings")
@@ -156,6 +163,7 @@ def _doc_to_state(doc: Mapping[str, Any]) -> tuple[SessionState, dict[str, Any] 
     state = SessionState(
         image=image,
         clicks=clicks,
+        pins=pins,
         objects=objects,
         labels=None,
         settings=settings,

@@ -28,6 +28,9 @@ class SessionState:
         The image the session was about.
     clicks : dict of SliceKey to tuple of SessionClick
         The unfinished objects' clicks, per slice (slices without clicks are absent).
+    pins : dict of SliceKey to int
+        The ids pinned to slices' unfinished objects (an object being edited, or carried
+        from a neighbouring slice): finishing them replaces that id on the slice.
     objects : list of ObjectRecord
         Committed objects, oldest first (those undone are not listed).
     labels : numpy.ndarray or None
@@ -47,6 +50,7 @@ class SessionState:
 
     image: ImageInfo
     clicks: dict[SliceKey, tuple[SessionClick, ...]] = field(default_factory=dict)
+    pins: dict[SliceKey, int] = field(default_factory=dict)
     objects: list[ObjectRecord] = field(default_factory=list)
     labels: np.ndarray | None = None
     settings: dict[str, Any] = field(default_factory=dict)
@@ -123,6 +127,7 @@ class SessionState:
         return cls(
             image=image,
             clicks={k: tuple(v) for k, v in session.all_clicks().items()},
+            pins=dict(session.pinned_labels()),
             objects=leftover + in_history,
             labels=labels,
             settings=settings_json,
@@ -181,7 +186,9 @@ class SessionState:
         labels replace the session's labels (a copy) as one undo step
         (:meth:`SegmentationSession.replace_labels`: undo brings back the objects the
         session had, e.g. ones committed before restoring); the clicks replace every
-        slice's clicks as another. Previews are then computed as usual (``session.request``).
+        slice's clicks as another, and the pinned ids come back with them (not an undo
+        step, as :meth:`SegmentationSession.set_object_label`). Previews are then computed
+        as usual (``session.request``).
 
         Parameters
         ----------
@@ -213,6 +220,16 @@ class SessionState:
                             f"the image of shape {session.spatial_shape}; nothing was restored"
                         )
                 mapping[key] = [(c.y, c.x, c.positive) for c in items]
+            pins: dict[SliceKey, int] = {}
+            for key, label in self.pins.items():
+                try:
+                    pins[session.check_key(key)] = int(label)
+                except ValueError as exc:
+                    raise AutosaveError(f"an autosaved object id on slice {key}: {exc}") from exc
+                if pins[key] < 1:
+                    raise AutosaveError(
+                        f"the autosaved object id {label} on slice {key} is not >= 1"
+                    )
         if labels and self.labels is not None:
             new = np.array(self.labels, copy=True)
             try:
@@ -221,6 +238,8 @@ class SessionState:
                 raise AutosaveError(f"the autosaved labels cannot be used: {exc}") from exc
         if clicks:
             session.set_all_clicks(mapping)
+            for key, label in pins.items():
+                session.set_object_label(key, label)
         return session.labels
 
 

@@ -57,6 +57,20 @@ class _Commit:
 
 
 @dataclass(eq=False)
+class _Reopen:
+    """A committed object reopened for corrections (:meth:`edit_object`): the slice's
+    current object swapped for one holding the object's clicks and id."""
+
+    key: SliceKey
+    label: int
+    before: _Object
+    after: _Object
+
+    def describe(self) -> str:
+        return f"edit of label {self.label}"
+
+
+@dataclass(eq=False)
 class _LabelsSwap:
     """The labels array replaced as a whole (a restore): undo puts the old one back."""
 
@@ -68,4 +82,4 @@ class _LabelsSwap:
         return self.what
 
 
-_Entry = Any  # _ClicksEdit | _Group | _Commit | _LabelsSwap
+_Entry = Any  # _ClicksEdit | _Group | _Commit | _Reopen | _LabelsSwap

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_fbrs.core.session.entries import _ClicksEdit, _Entry, _Group, _LabelsSwap
+from napari_fbrs.core.session.entries import _ClicksEdit, _Entry, _Group, _LabelsSwap, _Reopen
 from napari_fbrs.core.session.labels import promoted_dtype
 from napari_fbrs.core.session.types import Change
 
@@ -67,6 +67,9 @@ class _HistoryMixin:
         if isinstance(entry, _LabelsSwap):
             self._labels = entry.before
             return Change((), True, "")
+        if isinstance(entry, _Reopen):
+            self._objects[entry.key] = entry.before
+            return Change((entry.key,), False, "")
         # a commit: put the old pixel values back, and the object with its clicks
         self._check_labels(self._labels)
         self._check_writable(self._labels)
@@ -96,6 +99,9 @@ class _HistoryMixin:
         if isinstance(entry, _LabelsSwap):
             self._labels = entry.after
             return Change((), True, "")
+        if isinstance(entry, _Reopen):
+            self._objects[entry.key] = entry.after
+            return Change((entry.key,), False, "")
         self._check_labels(self._labels)
         labels = self._labels
         target = promoted_dtype(labels.dtype, entry.label)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_fbrs.core.session.entries import _ClicksEdit, _Commit, _Group
+from napari_fbrs.core.session.entries import _ClicksEdit, _Commit, _Group, _Reopen
 from napari_fbrs.core.session.types import Clicks, SessionClick, SliceKey, _Object
 
 
@@ -198,6 +198,66 @@ class _ObjectsMixin:
             return False
         obj.label = label
         return True
+
+    def pinned_labels(self) -> dict[SliceKey, int]:
+        """The pinned ids (:meth:`set_object_label`) of every slice that has one, keys in
+        ascending order."""
+        return {k: o.label for k, o in sorted(self._objects.items()) if o.label is not None}
+
+    def edit_object(self, label: int, key: SliceKey = ()) -> int:
+        """Reopen object ``label`` on slice ``key`` for corrections (an undo step).
+
+        The slice's object gets ``label`` as its pinned id, so that finishing it
+        *replaces* the object there (:meth:`set_object_label`), and, when this session made
+        the object on this slice (a commit still in the undo history), the clicks that made
+        it: its preview comes back and further clicks correct it. Objects made otherwise
+        (a labels file, painting, a propagation that reached the slice) get the pin only:
+        click them anew. Nothing is written into the labels until the object is finished;
+        undo brings the slice back as it was.
+
+        Parameters
+        ----------
+        label : int
+            An id present on slice ``key`` of the labels.
+        key : SliceKey
+            The slice.
+
+        Returns
+        -------
+        int
+            The number of clicks loaded (0 when the session does not know them).
+
+        Raises
+        ------
+        ValueError
+            The slice has clicks of an unfinished object (finish or reset it first), or
+            ``label`` is not on this slice. Nothing changes.
+        """
+        key = self.check_key(key)
+        label = int(label)
+        if label < 1:
+            raise ValueError(f"label ids start at 1, got {label}")
+        current = self._obj(key)
+        if current.clicks:
+            raise ValueError(
+                "this slice has an unfinished object: finish it or reset its clicks first"
+            )
+        if not np.any(self._labels[key] == label):
+            raise ValueError(f"there is no object {label} on this slice")
+        made = None
+        for entry in reversed(self._done):
+            if isinstance(entry, _Commit) and entry.label == label and key in entry.keys:
+                made = entry.obj if entry.key == key else None
+                break
+        reopened = _Object(label=label)
+        if made is not None and made.clicks:
+            reopened.clicks = made.clicks
+            if made.prob is not None and made.prob_clicks == made.clicks:
+                # a recent commit keeps its map: the preview is back without a prediction
+                reopened.prob, reopened.prob_clicks = made.prob, made.prob_clicks
+                reopened.prob_gen = made.prob_gen
+        self._record(_Reopen(key, label, current, reopened))
+        return len(reopened.clicks)
 
     def carried_label(self, key: SliceKey = ()) -> int | None:
         """The id to keep when moving on from slice ``key`` to a neighbour (the same
