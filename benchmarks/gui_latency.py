@@ -143,8 +143,9 @@ def _resolve_model(spec: str) -> tuple[Any, str]:
 
 
 def _private_autosave_dir() -> None:
-    """Sidecars of this run go to a temporary folder: a benchmark must neither write into
-    the user's autosave folder nor offer to restore the user's sessions."""
+    """Sidecars and the panel's remembered settings of this run go to temporary folders: a
+    benchmark must neither write into the user's folders nor start from the user's
+    sessions or settings."""
     import atexit
     import tempfile
 
@@ -154,6 +155,9 @@ def _private_autosave_dir() -> None:
     folder = tempfile.TemporaryDirectory(prefix="fbrs-bench-autosave-")
     atexit.register(folder.cleanup)
     autosave_paths.autosave_dir = lambda: Path(folder.name)
+    config = tempfile.TemporaryDirectory(prefix="fbrs-bench-config-")
+    atexit.register(config.cleanup)
+    os.environ["NAPARI_FBRS_CONFIG"] = config.name
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

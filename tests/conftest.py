@@ -32,9 +32,11 @@ def conformance_dir(shared_dir: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _cache_in_tmp(tmp_path_factory, monkeypatch):
-    """Point the cache (downloads, autosave sidecars) at a fresh folder for every test, so
-    tests never read or litter the user's ``~/.cache/napari-fbrs``."""
+    """Point the cache (downloads, autosave sidecars) and the panel's settings at fresh
+    folders for every test, so tests never read or litter the user's own."""
     monkeypatch.setenv("NAPARI_FBRS_CACHE", str(tmp_path_factory.mktemp("cache")))
+    # the panel's remembered settings: never the user's, never left behind
+    monkeypatch.setenv("NAPARI_FBRS_CONFIG", str(tmp_path_factory.mktemp("config")))
 
 
 # napari modules that query OpenGL limits when layers are built

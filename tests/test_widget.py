@@ -1446,3 +1446,92 @@ def test_dismissing_after_new_work_keeps_both_sessions(make_napari_viewer, tmp_p
     assert ours.labels[10, 40] == 1 and ours.labels[20, 20] == 0
     earlier = Autosave(_previous_sidecar(widget2.autosave_path)).load()
     assert earlier.labels[20, 20] == 1
+
+
+# ------------------------------------------------------------------ remembered settings
+
+
+def _dock(viewer) -> FbrsWidget:
+    _, widget = viewer.window.add_plugin_dock_widget("napari-fbrs", "f-BRS")
+    return widget
+
+
+def test_settings_are_remembered_between_sessions(make_napari_viewer, tmp_path):
+    from napari_fbrs._widget.preferences import preferences_path
+    from napari_fbrs._widget.settings import PredictorSettings
+
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    assert widget.settings.mode == "f-BRS-B" and not preferences_path().exists()
+    checkpoint = tmp_path / "mine.pt"
+    checkpoint.write_bytes(b"not read until the first click")
+    widget.set_model(checkpoint)
+    widget.configure(mode="f-BRS-A", prob_thresh=0.3, zoom_first_click_crop=128, lbfgs_maxfun=7)
+    widget.overwrite_check.setChecked(True)
+    widget.stop_iou_spin.setValue(0.3)
+    widget.convex_check.setChecked(True)
+    widget.direction_combo.setCurrentIndex(widget.direction_combo.findData(-1))
+    widget.cleanup()  # closing the panel writes what is pending
+    saved = json.loads(preferences_path().read_text())
+    assert saved["values"]["mode"] == "f-BRS-A" and saved["values"]["model_file"] == str(checkpoint)
+
+    again = _dock(make_napari_viewer())
+    s = again.settings
+    assert (s.mode, s.prob_thresh, s.zoom_first_click_crop, s.lbfgs_maxfun) == (
+        "f-BRS-A",
+        0.3,
+        128,
+        7,
+    )
+    assert s.model == checkpoint and again.thresh_label.text() == "0.30"
+    assert again.overwrite_check.isChecked() and again.convex_check.isChecked()
+    assert again.stop_iou_spin.value() == 0.3 and again.direction_combo.currentData() == -1
+    # back to the defaults, which are remembered too
+    again.reset_settings()
+    again.cleanup()
+    third = _dock(make_napari_viewer())
+    assert third.settings == PredictorSettings()
+    assert not third.overwrite_check.isChecked() and third.direction_combo.currentData() == 0
+
+
+def test_damaged_or_outdated_settings_are_skipped_and_the_panel_opens(
+    make_napari_viewer, warnings_
+):
+    from napari_fbrs._widget.preferences import FORMAT, preferences_path
+
+    path = preferences_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x00{ not json")
+    widget = _dock(make_napari_viewer())
+    assert widget.settings.mode == "f-BRS-B"
+    assert "could not be read" in widget.status_label.text()
+    widget.cleanup()
+    # values from elsewhere: each unusable one is skipped, the others are used
+    values = {
+        "mode": "f-BRS-Z",
+        "model_file": "/nowhere/gone.pt",
+        "stop_iou": 7,
+        "lbfgs_maxfun": "many",
+        "zoom_first_click_crop": 96,
+        "with_flip": False,
+        "from_the_future": 1,
+    }
+    path.write_text(json.dumps({"format": FORMAT, "version": 1, "values": values}))
+    widget = _dock(make_napari_viewer())
+    s = widget.settings
+    assert s.mode == "f-BRS-B" and s.model == "fbrs-lite" and s.lbfgs_maxfun == 20
+    assert s.zoom_first_click_crop == 96 and s.with_flip is False
+    text = widget.status_label.text()
+    for name in ("mode", "model_file", "stop_iou", "lbfgs_maxfun", "from_the_future"):
+        assert name in text
+    assert widget.stop_iou_spin.value() == 0.5
+    # an unwritable settings folder: one warning, the panel goes on
+    widget.cleanup()
+    path.unlink()
+    path.parent.rmdir()
+    path.parent.write_text("a file where the folder should be")
+    widget = _dock(make_napari_viewer())
+    widget.configure(mode="NoBRS")
+    assert widget.save_preferences() is False and widget.save_preferences() is False
+    assert sum("settings could not be saved" in w for w in warnings_) == 1
+    assert widget.settings.mode == "NoBRS"

@@ -4,6 +4,7 @@ Usage: ``xvfb-run -a python tools/screenshot_stack.py OUT.png [../shared/dataset
 """
 # ruff: noqa: E402  (a script: imports follow the viewer setup on purpose)
 
+import os
 import sys
 import tempfile
 import time
@@ -22,6 +23,9 @@ data = Path(sys.argv[2] if len(sys.argv) > 2 else "../shared/datasets/microscopy
 # autosave_dir up in the paths module)
 _autosave_tmp = tempfile.TemporaryDirectory(prefix="fbrs-shot-autosave-")
 autosave_paths.autosave_dir = lambda: Path(_autosave_tmp.name)
+# ... nor the panel's remembered settings: the defaults, and nothing written for the user
+_config_tmp = tempfile.TemporaryDirectory(prefix="fbrs-shot-config-")
+os.environ["NAPARI_FBRS_CONFIG"] = _config_tmp.name
 from napari.settings import get_settings
 
 get_settings().application.gui_notification_level = "none"

@@ -1,6 +1,7 @@
 """Screenshot of the f-BRS widget docked in napari (run under xvfb-run)."""
 # ruff: noqa: E402  (a script: imports follow the viewer setup on purpose)
 
+import os
 import sys
 import time
 
@@ -19,6 +20,9 @@ from napari_fbrs.core.autosave import paths as autosave_paths
 
 _autosave_tmp = tempfile.TemporaryDirectory(prefix="fbrs-shot-autosave-")
 autosave_paths.autosave_dir = lambda: Path(_autosave_tmp.name)
+# ... nor the panel's remembered settings: the defaults, and nothing written for the user
+_config_tmp = tempfile.TemporaryDirectory(prefix="fbrs-shot-config-")
+os.environ["NAPARI_FBRS_CONFIG"] = _config_tmp.name
 from napari.settings import get_settings
 
 get_settings().application.gui_notification_level = "none"

@@ -178,6 +178,13 @@ class FormMixin:
         )
         zform.addRow(self.zoom_border_check)
         form.addRow(self.zoom_group)
+        self.defaults_button = QPushButton("Default settings")
+        self.defaults_button.setToolTip(
+            "Put the model, the predictor settings, the threshold and the click and stack "
+            "options back to their defaults. The panel remembers your settings between "
+            "napari sessions."
+        )
+        form.addRow(self.defaults_button)
         return pred_box
 
     def _build_clicks_box(self) -> QGroupBox:
@@ -336,18 +343,9 @@ class FormMixin:
         row.addWidget(self.dismiss_button)
         return [offer, self.progress, self.status_label]
 
-    def _connect_controls(self) -> None:
-        """Connect the controls' signals to the widget's methods."""
-        self.image_combo.currentIndexChanged.connect(self._on_image_choice)
-        self.channel_axis_combo.currentIndexChanged.connect(self._on_channel_axis_choice)
-        for combo in self.channel_combos:
-            combo.currentIndexChanged.connect(self._apply_channels)
-        self.axis_combo.currentIndexChanged.connect(self._update_buttons)
-        self.object_id_spin.valueChanged.connect(self._on_object_id)
-        self.objects_combo.currentIndexChanged.connect(self._on_objects_choice)
-        self.model_combo.currentIndexChanged.connect(self._on_model_choice)
-        self.open_button.clicked.connect(self._open_checkpoint)
-        for signal in (
+    def _setting_signals(self) -> tuple[Any, ...]:
+        """The change signals of the predictor settings' controls."""
+        return (
             self.device_combo.currentIndexChanged,
             self.mode_combo.currentIndexChanged,
             self.net_clicks_spin.valueChanged,
@@ -363,7 +361,20 @@ class FormMixin:
             self.zoom_min_crop_spin.valueChanged,
             self.zoom_first_crop_box.valueChanged,
             self.zoom_border_check.toggled,
-        ):
+        )
+
+    def _connect_controls(self) -> None:
+        """Connect the controls' signals to the widget's methods."""
+        self.image_combo.currentIndexChanged.connect(self._on_image_choice)
+        self.channel_axis_combo.currentIndexChanged.connect(self._on_channel_axis_choice)
+        for combo in self.channel_combos:
+            combo.currentIndexChanged.connect(self._apply_channels)
+        self.axis_combo.currentIndexChanged.connect(self._update_buttons)
+        self.object_id_spin.valueChanged.connect(self._on_object_id)
+        self.objects_combo.currentIndexChanged.connect(self._on_objects_choice)
+        self.model_combo.currentIndexChanged.connect(self._on_model_choice)
+        self.open_button.clicked.connect(self._open_checkpoint)
+        for signal in self._setting_signals():
             signal.connect(self._on_settings_changed)
         self.device_combo.currentIndexChanged.connect(self._update_model_status)
         self.thresh_slider.valueChanged.connect(self._on_threshold)
@@ -373,6 +384,7 @@ class FormMixin:
         self.redo_button.clicked.connect(self.redo)
         self.reset_button.clicked.connect(self.reset_clicks)
         self.edit_button.clicked.connect(lambda *_: self.edit_object())
+        self.defaults_button.clicked.connect(lambda *_: self.reset_settings())
         self.save_button.clicked.connect(lambda *_: self.save_objects())
         self.propagate_button.clicked.connect(lambda *_: self.propagate_object())
         self.cancel_button.clicked.connect(self.cancel_propagation)

@@ -40,6 +40,7 @@ The widget is made of mixins, one job each, in the modules beside this one:
 :mod:`~napari_fbrs._widget.prediction` (prediction workers),
 :mod:`~napari_fbrs._widget.autosave` (autosave and restore),
 :mod:`~napari_fbrs._widget.saving` (saving the objects to a file),
+:mod:`~napari_fbrs._widget.preferences` (the settings remembered between sessions),
 :mod:`~napari_fbrs._widget.bindings` (viewer events, keys and mouse) and
 :mod:`~napari_fbrs._widget.notify` (notifications). This module puts them together and
 holds the widget's state and public properties.
@@ -73,6 +74,7 @@ from napari_fbrs._widget.layers import POSITIVE_COLOR as POSITIVE_COLOR
 from napari_fbrs._widget.layers import PREVIEW_COLOR as PREVIEW_COLOR
 from napari_fbrs._widget.models import ModelMixin
 from napari_fbrs._widget.prediction import Bridge, PredictionMixin
+from napari_fbrs._widget.preferences import PreferencesMixin
 from napari_fbrs._widget.saving import SavingMixin
 from napari_fbrs._widget.settings import DEVICES as DEVICES
 from napari_fbrs._widget.settings import MODES as MODES
@@ -103,6 +105,7 @@ class FbrsWidget(
     PredictionMixin,
     AutosaveMixin,
     SavingMixin,
+    PreferencesMixin,
     BindingsMixin,
     QWidget,
 ):
@@ -123,7 +126,8 @@ class FbrsWidget(
     :meth:`reset_clicks`, :meth:`next_slice`, :meth:`previous_slice`,
     :meth:`propagate_object`, :meth:`cancel_propagation`, :meth:`set_channels`,
     :meth:`set_channel_axis`, :meth:`set_model`, :meth:`configure`,
-    :meth:`save_objects`, :meth:`save_autosave`, :meth:`restore_autosave`, :attr:`session`,
+    :meth:`save_objects`, :meth:`save_autosave`, :meth:`restore_autosave`,
+    :meth:`edit_object`, :meth:`reset_settings`, :attr:`session`,
     :attr:`predictor`, :attr:`current_mask`, :attr:`current_prob`, :attr:`current_key`,
     :attr:`stack_axis`. Coordinates are ``(y, x)`` = napari ``(row, col)`` in image
     pixels.
@@ -179,6 +183,7 @@ class FbrsWidget(
         self._objects_path: Path | None = None  # the last file "Save objects" wrote
 
         self._build_ui()
+        self._init_preferences()  # what the user chose last time
         self._settings = self._read_settings()
         self._connect_viewer()
         self._refresh_image_choices()
@@ -262,5 +267,6 @@ class FbrsWidget(
         if self._closed:
             return
         self._flush_autosave()
+        self._flush_preferences()
         self._closed = True
         self._disconnect_viewer()
