@@ -252,6 +252,19 @@ def test_every_source_and_data_folder_is_a_configured_package(monkeypatch):
     assert data_folders == {"napari_fbrs.data", "napari_fbrs.weights"}
 
 
+def test_ci_tests_the_oldest_napari_that_setup_cfg_admits():
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    requires = [r.strip() for r in cfg["options"]["install_requires"].splitlines()]
+    (bound,) = [r for r in requires if r.startswith("napari")]
+    minimum = re.fullmatch(r"napari>=(\d+\.\d+)", bound)
+    assert minimum, f"napari needs a lower bound in setup.cfg, got {bound!r}"
+    oldest = re.search(r"OLDEST_NAPARI:=(\d+\.\d+)\.\d+", (REPO / ".ci" / "run").read_text())
+    assert oldest and oldest.group(1) == minimum.group(1)
+    readme = (REPO / "README.md").read_text()
+    assert f"napari {minimum.group(1)} or newer" in readme
+
+
 def test_load_sample_rejects_unknown_names():
     from napari_fbrs._sample_data import load_sample
 
