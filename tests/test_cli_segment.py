@@ -429,3 +429,106 @@ def test_the_bundled_model_segments_the_cup_of_the_sample_photo(tmp_path, capsys
     mask = tifffile.imread(out) > 0
     assert mask[CUP] and not mask[SAUCER]
     assert 0.02 < mask.mean() < 0.6
+
+
+# ------------------------------------------------------------------- many objects: --clicks
+
+
+def test_clicks_file_segments_each_object_into_one_label_image(tiny_checkpoint, tmp_path, capsys):
+    from napari_fbrs._sample_data import load_sample
+
+    clicks = tmp_path / "clicks.csv"
+    clicks.write_text(
+        "Object,Y,X,Positive\n"
+        f"7,{SAUCER[0]},{SAUCER[1]},true\n"
+        f"3,{CUP[0]},{CUP[1]},yes\n"
+        f"3,{SAUCER[0]},{SAUCER[1]},0\n"
+    )
+    out = tmp_path / "labels.tif"
+    code, stdout, err = _segment(
+        capsys, "sample:photo", "--clicks", str(clicks), "--mode", "NoBRS",
+        "--model", str(tiny_checkpoint), "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    labels = tifffile.imread(out)
+    assert labels.shape == PHOTO_SHAPE and labels.dtype == np.uint8
+    image = load_sample("photo")
+    first = _api_mask(tiny_checkpoint, image, [(*SAUCER, True)], "NoBRS")
+    second = _api_mask(tiny_checkpoint, image, [(*CUP, True), (*SAUCER, False)], "NoBRS")
+    # objects in file order, ids from the object column; the later one only on background
+    np.testing.assert_array_equal(labels == 7, first)
+    np.testing.assert_array_equal(labels == 3, second & ~first)
+    assert set(np.unique(labels)) <= {0, 3, 7}
+    lines = stdout.splitlines()
+    assert lines[3].startswith("object 7 -> id 7: 1 click in ")
+    assert lines[4].startswith("object 3 -> id 3: 2 clicks in ")
+    assert f"{int((labels == 3).sum())} px" in lines[4]
+    assert lines[5].startswith("2 of 2 objects written; ")
+    assert lines[6] == f"wrote {out} (300x450 uint8 labels, 0 = background)"
+
+
+def test_napari_points_csv_gives_one_object_per_point(tiny_checkpoint, tmp_path, capsys):
+    clicks = tmp_path / "points.csv"  # as napari saves a Points layer
+    clicks.write_text(f"index,axis-0,axis-1\n0,{CUP[0]},{CUP[1]}\n1,{SAUCER[0]},{SAUCER[1]}\n")
+    out = tmp_path / "labels.tiff"
+    code, stdout, err = _segment(
+        capsys, "sample:photo", "--clicks", str(clicks), "--mode", "NoBRS",
+        "--model", str(tiny_checkpoint), "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    labels = tifffile.imread(out)
+    assert labels[CUP] == 1 and set(np.unique(labels)) <= {0, 1, 2}
+    assert "object line 2 -> id 1" in stdout and "object line 3 -> id 2" in stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("y,x\n", "holds no clicks"),
+        ("row,col\n1,2\n", "no y and x columns"),
+        ("y,x\n1,two\n", "line 2: y and x must be numbers"),
+        ("y,x\n1,nan\n", "line 2: y and x must be finite"),
+        ("y,x,positive\n1,2,maybe\n", "line 2: positive must be true or false"),
+        ("y,x,object\n1,2\n", "line 2: the row has only 2 values"),
+        ("y,x,object,positive\n1,2,a,no\n", "object 'a' has no positive click"),
+        ("y,x\n1,2\n400,3\n", "click (400, 3) is outside the image"),
+        ("y,x\n-3,2\n", "click (-3, 2) is outside the image"),
+    ],
+)
+def test_bad_clicks_files_are_reported_by_line(no_downloads, tmp_path, capsys, text, message):
+    clicks = tmp_path / "clicks.csv"
+    clicks.write_text(text)
+    code, _, err = _segment(
+        capsys, "sample:photo", "--clicks", str(clicks), "--out", str(tmp_path / "l.tif")
+    )
+    _assert_user_error(code, err, message)
+    assert not (tmp_path / "l.tif").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--click", "1,2"], "either with --click or in a --clicks file"),
+        (["--gt", "gt.png"], "does not go with --clicks"),
+    ],
+)
+def test_clicks_file_option_conflicts(no_downloads, tmp_path, capsys, extra, message):
+    clicks = tmp_path / "clicks.csv"
+    clicks.write_text("y,x\n1,2\n")
+    code, _, err = _segment(
+        capsys, "sample:photo", "--clicks", str(clicks), *extra, "--out", str(tmp_path / "l.tif")
+    )
+    _assert_user_error(code, err, message)
+
+
+def test_clicks_file_needs_a_tiff_label_image_and_an_existing_file(no_downloads, tmp_path, capsys):
+    clicks = tmp_path / "clicks.csv"
+    clicks.write_text("y,x\n1,2\n")
+    code, _, err = _segment(
+        capsys, "sample:photo", "--clicks", str(clicks), "--out", str(tmp_path / "l.png")
+    )
+    _assert_user_error(code, err, "a label image: .tif or .tiff")
+    code, _, err = _segment(
+        capsys, "sample:photo", "--clicks", str(tmp_path / "nope.csv"), "--out", "l.tif"
+    )
+    _assert_user_error(code, err, "clicks file not found")

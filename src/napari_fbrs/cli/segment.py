@@ -10,6 +10,9 @@ images shipped in the package). A click is ``Y,X`` in pixels (row, column, as na
 them); a leading minus marks a negative (background) click. The clicks are applied in order
 and the time of each is printed. The mask is written as uint8 0/255, to TIFF or to PNG by
 the suffix of ``--out`` (its folder is created if needed).
+
+``--clicks FILE.csv`` segments many objects, one after the other, from a file of clicks
+(:mod:`napari_fbrs.cli.clicks_file`), and writes a label image with one id per object.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +31,7 @@ __all__ = ["add_parser", "parse_click", "read_image", "run"]
 
 SAMPLE_PREFIX = "sample:"
 MASK_SUFFIXES = (".tif", ".tiff", ".png")
+LABELS_SUFFIXES = (".tif", ".tiff")
 _CLICK = re.compile(r"^\s*([-+]?)\s*(\d+(?:\.\d*)?)\s*,\s*(\d+(?:\.\d*)?)\s*$")
 
 
@@ -69,12 +74,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "repeat in order (--click=-Y,X also works)",
     )
     parser.add_argument(
+        "--clicks",
+        type=Path,
+        metavar="FILE.csv",
+        help="many objects: a CSV file of clicks with columns y, x and optionally object "
+        "and positive (or napari's saved points: axis-0, axis-1); each object is "
+        "segmented in turn and --out is a label image (TIFF), one id per object",
+    )
+    parser.add_argument(
         "--out",
         required=True,
         type=Path,
         metavar="MASK",
         help="output mask file, .tif/.tiff or .png (uint8, 255 = object; the folder is "
-        "created if needed)",
+        "created if needed); with --clicks, a label image (.tif/.tiff)",
     )
     parser.add_argument(
         "--mode",
@@ -273,6 +286,67 @@ def _write_mask(path: Path, mask: np.ndarray) -> None:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+def _label_ids(objects: list) -> list[int]:
+    """The objects' ids: their ``object`` values when these are all distinct positive
+    integers, else 1, 2, ... in file order."""
+    try:
+        ids = [int(obj.name) for obj in objects]
+    except ValueError:
+        ids = []
+    named = zip(ids, objects, strict=False)  # ids is empty when a name is not a number
+    if ids and all(i > 0 and str(i) == obj.name.strip() for i, obj in named):
+        return ids
+    return list(range(1, len(objects) + 1))
+
+
+def _segment_objects(predictor: Any, objects: list, image: np.ndarray, out: Path) -> int:
+    """Segment each object of a clicks file and write one label image (``--clicks``).
+
+    An object is written only over background: the pixels that an earlier object holds
+    stay that object's, as when finishing objects in the widget.
+    """
+    from napari_fbrs.core.labels_file import save_labels
+    from napari_fbrs.core.session import promoted_dtype
+
+    h, w = image.shape[:2]
+    ids = _label_ids(objects)
+    labels = np.zeros((h, w), dtype=promoted_dtype(np.uint8, max(ids)))
+    seconds = []
+    written = 0
+    for label, obj in zip(ids, objects, strict=True):
+        start = time.perf_counter()
+        predictor.reset()
+        for y, x, positive in obj.clicks:
+            predictor.add_click(y, x, positive=positive)
+        seconds.append(time.perf_counter() - start)
+        mask = np.asarray(predictor.mask, dtype=bool)
+        free = mask & (labels == 0)
+        labels[free] = label
+        written += bool(free.any())
+        n = len(obj.clicks)
+        note = ""
+        if not mask.any():
+            note = ", empty: not written"
+        elif not free.any():
+            note = ", entirely on earlier objects: not written"
+        elif free.sum() < mask.sum():
+            note = f", {int(mask.sum() - free.sum())} px left to earlier objects"
+        print(
+            f"object {obj.name} -> id {label}: {n} click{'s' if n != 1 else ''} in "
+            f"{seconds[-1]:.2f} s, {int(free.sum())} px{note}"
+        )
+    print(
+        f"{written} of {len(objects)} objects written; {sum(seconds) / len(seconds):.2f} s "
+        "per object on average"
+    )
+    try:
+        save_labels(labels, out)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot write {out}: {exc}") from None
+    print(f"wrote {out} ({h}x{w} {labels.dtype} labels, 0 = background)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``napari-fbrs segment``.
 
@@ -289,19 +363,32 @@ def run(args: argparse.Namespace) -> int:
     int
         0; user errors raise :class:`~napari_fbrs.cli.UserError` instead.
     """
-    if not args.click:
+    many = getattr(args, "clicks", None) is not None
+    if many and args.click:
+        raise UserError("give the clicks either with --click or in a --clicks file, not both")
+    if many and args.gt is not None:
+        raise UserError("--gt compares one object's mask; it does not go with --clicks")
+    if not args.click and not many:
         raise UserError("give at least one click: --click Y,X (row, column in pixels)")
-    clicks = [parse_click(text) for text in args.click]
     out = Path(args.out).expanduser()
-    if out.suffix.lower() not in MASK_SUFFIXES:
-        raise UserError(f"--out must end in .tif, .tiff or .png, not {out.name!r}")
+    suffixes = LABELS_SUFFIXES if many else MASK_SUFFIXES
+    if out.suffix.lower() not in suffixes:
+        what = "a label image: .tif or .tiff" if many else ".tif, .tiff or .png"
+        raise UserError(f"--out must end in {what}, not {out.name!r}")
     if out.is_dir():
         raise UserError(f"--out is a folder, not a file name: {out}")
+    if many:
+        from napari_fbrs.cli.clicks_file import read_clicks_file
+
+        objects = read_clicks_file(args.clicks)
+        clicks = [c for obj in objects for c in obj.clicks]
+    else:
+        clicks = [parse_click(text) for text in args.click]
 
     image = _as_2d_image(read_image(args.image), args.image)
     h, w = image.shape[:2]
     for y, x, _ in clicks:
-        if not (y < h - 0.5 and x < w - 0.5):  # the nearest pixel must be inside
+        if not (-0.5 <= y < h - 0.5 and -0.5 <= x < w - 0.5):  # nearest pixel inside
             raise UserError(
                 f"click ({y:g}, {x:g}) is outside the image: rows 0..{h - 1}, columns 0..{w - 1}"
             )
@@ -358,6 +445,8 @@ def run(args: argparse.Namespace) -> int:
         options.append("corrections trimmed")
     print(f"mode: {mode} ({', '.join(options)})")
 
+    if many:
+        return _segment_objects(predictor, objects, image, out)
     seconds = []
     for i, (y, x, positive) in enumerate(clicks, start=1):
         start = time.perf_counter()
