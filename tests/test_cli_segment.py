@@ -532,3 +532,90 @@ def test_clicks_file_needs_a_tiff_label_image_and_an_existing_file(no_downloads,
         capsys, "sample:photo", "--clicks", str(tmp_path / "nope.csv"), "--out", "l.tif"
     )
     _assert_user_error(code, err, "clicks file not found")
+
+
+def _grey_stack(tmp_path, n=3):
+    from napari_fbrs._sample_data import load_sample
+
+    grey = load_sample("photo")[..., 1]
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.stack([grey] * n), photometric="minisblack")
+    return path, grey
+
+
+def test_clicks_file_on_a_stack_writes_each_object_on_its_slices(tiny_checkpoint, tmp_path, capsys):
+    path, grey = _grey_stack(tmp_path)
+    clicks = tmp_path / "clicks.csv"
+    clicks.write_text(f"object,z,y,x\na,1,{CUP[0]},{CUP[1]}\na,2,{CUP[0]},{CUP[1]}\n")
+    out = tmp_path / "labels.tif"
+    code, stdout, err = _segment(
+        capsys, str(path), "--clicks", str(clicks), "--mode", "NoBRS",
+        "--model", str(tiny_checkpoint), "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    labels = tifffile.imread(out)
+    assert labels.shape == (3, *PHOTO_SHAPE)
+    expected = _api_mask(tiny_checkpoint, grey, [(*CUP, True)], "NoBRS")
+    assert not labels[0].any()  # no click there, no propagation
+    for z in (1, 2):  # one object, the same id on both slices
+        np.testing.assert_array_equal(labels[z] == 1, expected)
+    assert stdout.splitlines()[0] == f"image: {path} (3 slices of 300x450 gray uint8)"
+    assert "object a -> id 1: 2 clicks in " in stdout
+
+
+def test_propagate_carries_each_object_through_the_stack(tiny_checkpoint, tmp_path, capsys):
+    path, grey = _grey_stack(tmp_path, n=5)
+    clicks = tmp_path / "points.csv"  # napari's 3D points: z, y, x
+    clicks.write_text(f"index,axis-0,axis-1,axis-2\n0,2,{CUP[0]},{CUP[1]}\n")
+    out = tmp_path / "labels.tif"
+    code, stdout, err = _segment(
+        capsys, str(path), "--clicks", str(clicks), "--propagate", "--stop-iou", "0.3",
+        "--mode", "NoBRS", "--model", str(tiny_checkpoint), "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    labels = tifffile.imread(out)
+    expected = _api_mask(tiny_checkpoint, grey, [(*CUP, True)], "NoBRS")
+    np.testing.assert_array_equal(labels[2] == 1, expected)  # the clicked slice as clicked
+    reached = int((labels == 1).any(axis=(1, 2)).sum())
+    assert reached > 1 and f"on {reached} slices" in stdout
+    assert f"{int((labels == 1).sum())} px" in stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "extra", "message"),
+    [
+        ("y,x\n1,2\n", [], "the image is a stack of 3 slices: give the slice"),
+        ("z,y,x\n3,1,2\n", [], "the stack has slices 0..2"),
+        ("z,y,x\n1.5,1,2\n", [], "z must be a slice index"),
+        ("object,z,y,x\na,0,1,2\na,1,1,2\n", ["--propagate"], "clicks on several slices"),
+        ("z,y,x\n0,1,2\n", ["--convex"], "go with --propagate"),
+        ("z,y,x\n0,1,2\n", ["--propagate", "--stop-iou", "1.5"], "--stop-iou must lie"),
+        ("z,y,x\n0,1,2\n", ["--propagate", "--min-contrast", "0"], "--min-contrast must lie"),
+    ],
+)
+def test_bad_stack_clicks_are_reported(no_downloads, tmp_path, capsys, text, extra, message):
+    path, _ = _grey_stack(tmp_path)
+    clicks = tmp_path / "clicks.csv"
+    clicks.write_text(text)
+    code, _, err = _segment(
+        capsys, str(path), "--clicks", str(clicks), *extra, "--out", str(tmp_path / "l.tif")
+    )
+    _assert_user_error(code, err, message)
+
+
+def test_z_column_on_a_2d_image_and_propagate_without_a_stack(no_downloads, tmp_path, capsys):
+    clicks = tmp_path / "clicks.csv"
+    clicks.write_text("z,y,x\n0,1,2\n")
+    code, _, err = _segment(
+        capsys, "sample:photo", "--clicks", str(clicks), "--out", str(tmp_path / "l.tif")
+    )
+    _assert_user_error(code, err, "the image is 2D")
+    clicks.write_text("y,x\n1,2\n")
+    code, _, err = _segment(
+        capsys, "sample:photo", "--clicks", str(clicks), "--propagate", "--out", "l.tif"
+    )
+    _assert_user_error(code, err, "--propagate needs a stack")
+    code, _, err = _segment(
+        capsys, "sample:photo", "--click", "1,2", "--propagate", "--out", "l.tif"
+    )
+    _assert_user_error(code, err, "--propagate goes with a --clicks file")

@@ -8,14 +8,13 @@ from typing import Any
 import numpy as np
 
 from napari_fbrs._widget import notify
+from napari_fbrs.core.propagation import CONVEX_REGROWTH
 from napari_fbrs.core.session import Change, SliceKey
 
 __all__ = ["CONVEX_REGROWTH", "DIRECTIONS", "StackMixin"]
 
 #: the propagation directions offered: (text, direction)
 DIRECTIONS = (("both ways", 0), ("forward (+1)", 1), ("backward (-1)", -1))
-# area regrowth of the "convex objects" stop rule (best of 0.05-0.3 on nuclei3d)
-CONVEX_REGROWTH = 0.1
 
 
 class StackMixin:

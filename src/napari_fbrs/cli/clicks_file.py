@@ -4,6 +4,8 @@ The file is CSV with a header row; column names are matched without regard to ca
 
 * ``y`` and ``x`` (or napari's ``axis-0`` and ``axis-1``, as *File > Save Selected Layers*
   writes a Points layer): the click in pixels, row and column;
+* ``z`` (for a stack; napari's 3D points: ``axis-0``, ``axis-1``, ``axis-2`` are z, y, x):
+  the slice, an integer index;
 * ``object`` (optional): the object each click belongs to; the clicks of an object are
   applied in file order, and the objects are segmented in the order they first appear.
   Without it, every row is an object of its own (one positive click per object, as seed
@@ -16,6 +18,7 @@ Other columns (napari's ``index``, features) are ignored.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +40,13 @@ class ObjectClicks:
     ----------
     name : str
         The ``object`` value of its rows (its row number without that column).
-    clicks : tuple of (float, float, bool)
-        ``(y, x, positive)`` in pixels, in file order.
+    clicks : tuple of (int or None, float, float, bool)
+        ``(z, y, x, positive)``: the slice (``None`` without a ``z`` column) and the click
+        in pixels, in file order.
     """
 
     name: str
-    clicks: tuple[tuple[float, float, bool], ...]
+    clicks: tuple[tuple[int | None, float, float, bool], ...]
 
 
 def _column(header: list[str], *names: str) -> int | None:
@@ -77,8 +81,12 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
         raise UserError(f"{path} holds no clicks: a header row (y,x[,object][,positive]) "
                         "and one row per click")  # fmt: skip
     header = rows[0]
-    y_col = _column(header, "y", "axis-0")
-    x_col = _column(header, "x", "axis-1")
+    if _column(header, "axis-2") is not None:  # napari's 3D points: z, y, x
+        z_col, y_col, x_col = (_column(header, f"axis-{i}") for i in range(3))
+    else:
+        z_col = _column(header, "z")
+        y_col = _column(header, "y", "axis-0")
+        x_col = _column(header, "x", "axis-1")
     if y_col is None or x_col is None:
         raise UserError(
             f"{path}: the header {','.join(header)!r} has no y and x columns (or axis-0 and "
@@ -86,7 +94,7 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
         )
     object_col = _column(header, "object")
     positive_col = _column(header, "positive")
-    objects: dict[str, list[tuple[float, float, bool]]] = {}
+    objects: dict[str, list[tuple[int | None, float, float, bool]]] = {}
     for line, row in enumerate(rows[1:], start=2):
 
         def cell(col: int, line: int = line, row: list[str] = row) -> str:
@@ -101,8 +109,19 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
                 f"{path}, line {line}: y and x must be numbers, got {cell(y_col)!r}, "
                 f"{cell(x_col)!r}"
             ) from None
-        if not (y == y and x == x) or abs(y) == float("inf") or abs(x) == float("inf"):
+        if not (math.isfinite(y) and math.isfinite(x)):
             raise UserError(f"{path}, line {line}: y and x must be finite numbers")
+        z = None
+        if z_col is not None:
+            try:
+                z_value = float(cell(z_col))
+            except ValueError:
+                z_value = -1.0
+            if not (math.isfinite(z_value) and z_value >= 0 and z_value == int(z_value)):
+                raise UserError(
+                    f"{path}, line {line}: z must be a slice index (0, 1, ...), got {cell(z_col)!r}"
+                )
+            z = int(z_value)
         positive = True
         if positive_col is not None:
             value = cell(positive_col).lower()
@@ -117,10 +136,10 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
         name = cell(object_col) if object_col is not None else f"line {line}"
         if not name:
             raise UserError(f"{path}, line {line}: the object is empty")
-        objects.setdefault(name, []).append((y, x, positive))
+        objects.setdefault(name, []).append((z, y, x, positive))
     out = []
     for name, clicks in objects.items():
-        if not any(positive for _, _, positive in clicks):
+        if not any(c[3] for c in clicks):
             where = f"object {name!r}" if object_col is not None else name
             raise UserError(
                 f"{path}: {where} has no positive click; give each object at least one click on it"
