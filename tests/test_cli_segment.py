@@ -467,6 +467,17 @@ def test_clicks_file_segments_each_object_into_one_label_image(tiny_checkpoint, 
     assert lines[6] == f"wrote {out} (300x450 uint8 labels, 0 = background)"
 
 
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_clicks_files_separated_by_semicolons_or_tabs(tmp_path, sep):
+    from napari_fbrs.cli.clicks_file import read_clicks_file
+
+    rows = [["Object", "Y", "X", "Positive"], ["a", "1.5", "2", "no"], ["a", "3", "4", "yes"]]
+    path = tmp_path / "clicks.csv"  # with a byte-order mark, as spreadsheets write it
+    path.write_text("\ufeff" + "".join(sep.join(r) + "\n" for r in rows), encoding="utf-8")
+    (obj,) = read_clicks_file(path)
+    assert obj.name == "a" and obj.clicks == ((None, 1.5, 2.0, False), (None, 3.0, 4.0, True))
+
+
 def test_napari_points_csv_gives_one_object_per_point(tiny_checkpoint, tmp_path, capsys):
     clicks = tmp_path / "points.csv"  # as napari saves a Points layer
     clicks.write_text(f"index,axis-0,axis-1\n0,{CUP[0]},{CUP[1]}\n1,{SAUCER[0]},{SAUCER[1]}\n")

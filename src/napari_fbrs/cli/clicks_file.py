@@ -12,7 +12,8 @@ The file is CSV with a header row; column names are matched without regard to ca
   points from a detector are);
 * ``positive`` (optional): ``true``/``false``, ``1``/``0``, ``yes``/``no``; default true.
 
-Other columns (napari's ``index``, features) are ignored.
+Other columns (napari's ``index``, features) are ignored. Values may be separated by commas,
+semicolons or tabs (the header row tells which).
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ def _column(header: list[str], *names: str) -> int | None:
     return None
 
 
+def _delimiter(text: str) -> str:
+    """The header's separator: comma, or semicolon or tab (spreadsheets in many locales)."""
+    header = text.lstrip().split("\n", 1)[0]
+    counts = {sep: header.count(sep) for sep in ",;\t"}
+    best = max(counts, key=lambda sep: counts[sep])
+    return best if counts[best] else ","
+
+
 def read_clicks_file(path: Path) -> list[ObjectClicks]:
     """The objects of a clicks file (see the module docstring), in file order.
 
@@ -73,7 +82,8 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
         raise UserError(f"{path} is too large for a clicks file")
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
+            text = f.read()
+        rows = list(csv.reader(text.splitlines(), delimiter=_delimiter(text)))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"cannot read clicks file {path}: {exc}") from None
     rows = [r for r in rows if any(cell.strip() for cell in r)]
