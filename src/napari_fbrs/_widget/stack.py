@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from napari_fbrs._widget import notify
-from napari_fbrs.core.propagation import CONVEX_REGROWTH
 from napari_fbrs.core.session import Change, SliceKey
+from napari_fbrs.core.session.propagation import CONVEX_REGROWTH
 
 __all__ = ["CONVEX_REGROWTH", "DIRECTIONS", "StackMixin"]
 

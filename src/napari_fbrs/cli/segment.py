@@ -426,8 +426,8 @@ def _segment_objects(
     slice its propagation reaches.
     """
     from napari_fbrs.core.labels_file import save_labels
-    from napari_fbrs.core.propagation import CONVEX_REGROWTH
     from napari_fbrs.core.session import SegmentationSession, promoted_dtype
+    from napari_fbrs.core.session.propagation import CONVEX_REGROWTH
 
     ids = _label_ids(objects)
     shape = image.shape[:-1] if rgb else image.shape

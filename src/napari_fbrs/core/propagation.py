@@ -19,11 +19,7 @@ from scipy import ndimage as ndi
 
 from napari_fbrs.core.clicks import Click
 
-__all__ = ["CONVEX_REGROWTH", "propagate", "clicks_from_mask", "check_stop_rules"]
-
-#: ``regrowth`` of the "convex objects" stop rule of the widget and the CLI: the best of
-#: 0.05-0.3 on nuclei3d (docs/benchmarks.md)
-CONVEX_REGROWTH = 0.1
+__all__ = ["propagate", "clicks_from_mask", "check_stop_rules"]
 
 
 def clicks_from_mask(

@@ -15,6 +15,11 @@ from napari_fbrs.core.session.types import CommitInfo, PropagationRequest, Slice
 if TYPE_CHECKING:  # pragma: no cover
     from napari_fbrs.core.session.segmentation import SegmentationSession
 
+#: ``regrowth`` of the "convex objects" stop rule of the widget and the CLI: the best of
+#: 0.05-0.3 on nuclei3d (docs/benchmarks.md). Here, not in ``core.propagation``, because
+#: the widget imports it and must not import torch at import time.
+CONVEX_REGROWTH = 0.1
+
 
 class _WalkVolume:
     """The model input along one line of slices, read one slice at a time.
