@@ -68,6 +68,19 @@ def _assert_user_error(code: int, err: str, *needles: str) -> None:
         assert needle in lines[0], (needle, lines[0])
 
 
+def _segment_clicks(capsys, tmp_path, image, text, *extra, out="l.tif"):
+    """``segment IMAGE --clicks FILE`` with a clicks file holding ``text``."""
+    clicks = tmp_path / "clicks.csv"
+    clicks.write_text(text)
+    return _segment(
+        capsys, str(image), "--clicks", str(clicks), *extra, "--out", str(tmp_path / out)
+    )
+
+
+def _tiny_nobrs(checkpoint: Path) -> tuple[str, ...]:
+    return ("--mode", "NoBRS", "--model", str(checkpoint))
+
+
 def _api_mask(
     checkpoint: Path,
     image: np.ndarray,
@@ -437,18 +450,16 @@ def test_the_bundled_model_segments_the_cup_of_the_sample_photo(tmp_path, capsys
 def test_clicks_file_segments_each_object_into_one_label_image(tiny_checkpoint, tmp_path, capsys):
     from napari_fbrs._sample_data import load_sample
 
-    clicks = tmp_path / "clicks.csv"
-    clicks.write_text(
+    text = (
         "Object,Y,X,Positive\n"
         f"7,{SAUCER[0]},{SAUCER[1]},true\n"
         f"3,{CUP[0]},{CUP[1]},yes\n"
         f"3,{SAUCER[0]},{SAUCER[1]},0\n"
     )
     out = tmp_path / "labels.tif"
-    code, stdout, err = _segment(
-        capsys, "sample:photo", "--clicks", str(clicks), "--mode", "NoBRS",
-        "--model", str(tiny_checkpoint), "--out", str(out),
-    )  # fmt: skip
+    code, stdout, err = _segment_clicks(
+        capsys, tmp_path, "sample:photo", text, *_tiny_nobrs(tiny_checkpoint), out=out.name
+    )
     assert code == 0, err
     labels = tifffile.imread(out)
     assert labels.shape == PHOTO_SHAPE and labels.dtype == np.uint8
@@ -479,13 +490,11 @@ def test_clicks_files_separated_by_semicolons_or_tabs(tmp_path, sep):
 
 
 def test_napari_points_csv_gives_one_object_per_point(tiny_checkpoint, tmp_path, capsys):
-    clicks = tmp_path / "points.csv"  # as napari saves a Points layer
-    clicks.write_text(f"index,axis-0,axis-1\n0,{CUP[0]},{CUP[1]}\n1,{SAUCER[0]},{SAUCER[1]}\n")
+    text = f"index,axis-0,axis-1\n0,{CUP[0]},{CUP[1]}\n1,{SAUCER[0]},{SAUCER[1]}\n"  # napari's
     out = tmp_path / "labels.tiff"
-    code, stdout, err = _segment(
-        capsys, "sample:photo", "--clicks", str(clicks), "--mode", "NoBRS",
-        "--model", str(tiny_checkpoint), "--out", str(out),
-    )  # fmt: skip
+    code, stdout, err = _segment_clicks(
+        capsys, tmp_path, "sample:photo", text, *_tiny_nobrs(tiny_checkpoint), out=out.name
+    )
     assert code == 0, err
     labels = tifffile.imread(out)
     assert labels[CUP] == 1 and set(np.unique(labels)) <= {0, 1, 2}
@@ -507,11 +516,7 @@ def test_napari_points_csv_gives_one_object_per_point(tiny_checkpoint, tmp_path,
     ],
 )
 def test_bad_clicks_files_are_reported_by_line(no_downloads, tmp_path, capsys, text, message):
-    clicks = tmp_path / "clicks.csv"
-    clicks.write_text(text)
-    code, _, err = _segment(
-        capsys, "sample:photo", "--clicks", str(clicks), "--out", str(tmp_path / "l.tif")
-    )
+    code, _, err = _segment_clicks(capsys, tmp_path, "sample:photo", text)
     _assert_user_error(code, err, message)
     assert not (tmp_path / "l.tif").exists()
 
@@ -524,20 +529,12 @@ def test_bad_clicks_files_are_reported_by_line(no_downloads, tmp_path, capsys, t
     ],
 )
 def test_clicks_file_option_conflicts(no_downloads, tmp_path, capsys, extra, message):
-    clicks = tmp_path / "clicks.csv"
-    clicks.write_text("y,x\n1,2\n")
-    code, _, err = _segment(
-        capsys, "sample:photo", "--clicks", str(clicks), *extra, "--out", str(tmp_path / "l.tif")
-    )
+    code, _, err = _segment_clicks(capsys, tmp_path, "sample:photo", "y,x\n1,2\n", *extra)
     _assert_user_error(code, err, message)
 
 
 def test_clicks_file_needs_a_tiff_label_image_and_an_existing_file(no_downloads, tmp_path, capsys):
-    clicks = tmp_path / "clicks.csv"
-    clicks.write_text("y,x\n1,2\n")
-    code, _, err = _segment(
-        capsys, "sample:photo", "--clicks", str(clicks), "--out", str(tmp_path / "l.png")
-    )
+    code, _, err = _segment_clicks(capsys, tmp_path, "sample:photo", "y,x\n1,2\n", out="l.png")
     _assert_user_error(code, err, "a label image: .tif or .tiff")
     code, _, err = _segment(
         capsys, "sample:photo", "--clicks", str(tmp_path / "nope.csv"), "--out", "l.tif"
@@ -556,13 +553,11 @@ def _grey_stack(tmp_path, n=3):
 
 def test_clicks_file_on_a_stack_writes_each_object_on_its_slices(tiny_checkpoint, tmp_path, capsys):
     path, grey = _grey_stack(tmp_path)
-    clicks = tmp_path / "clicks.csv"
-    clicks.write_text(f"object,z,y,x\na,1,{CUP[0]},{CUP[1]}\na,2,{CUP[0]},{CUP[1]}\n")
+    text = f"object,z,y,x\na,1,{CUP[0]},{CUP[1]}\na,2,{CUP[0]},{CUP[1]}\n"
     out = tmp_path / "labels.tif"
-    code, stdout, err = _segment(
-        capsys, str(path), "--clicks", str(clicks), "--mode", "NoBRS",
-        "--model", str(tiny_checkpoint), "--out", str(out),
-    )  # fmt: skip
+    code, stdout, err = _segment_clicks(
+        capsys, tmp_path, path, text, *_tiny_nobrs(tiny_checkpoint), out=out.name
+    )
     assert code == 0, err
     labels = tifffile.imread(out)
     assert labels.shape == (3, *PHOTO_SHAPE)
@@ -576,12 +571,11 @@ def test_clicks_file_on_a_stack_writes_each_object_on_its_slices(tiny_checkpoint
 
 def test_propagate_carries_each_object_through_the_stack(tiny_checkpoint, tmp_path, capsys):
     path, grey = _grey_stack(tmp_path, n=5)
-    clicks = tmp_path / "points.csv"  # napari's 3D points: z, y, x
-    clicks.write_text(f"index,axis-0,axis-1,axis-2\n0,2,{CUP[0]},{CUP[1]}\n")
+    text = f"index,axis-0,axis-1,axis-2\n0,2,{CUP[0]},{CUP[1]}\n"  # napari's 3D points: z, y, x
     out = tmp_path / "labels.tif"
-    code, stdout, err = _segment(
-        capsys, str(path), "--clicks", str(clicks), "--propagate", "--stop-iou", "0.3",
-        "--mode", "NoBRS", "--model", str(tiny_checkpoint), "--out", str(out),
+    code, stdout, err = _segment_clicks(
+        capsys, tmp_path, path, text, "--propagate", "--stop-iou", "0.3",
+        *_tiny_nobrs(tiny_checkpoint), out=out.name,
     )  # fmt: skip
     assert code == 0, err
     labels = tifffile.imread(out)
@@ -606,25 +600,14 @@ def test_propagate_carries_each_object_through_the_stack(tiny_checkpoint, tmp_pa
 )
 def test_bad_stack_clicks_are_reported(no_downloads, tmp_path, capsys, text, extra, message):
     path, _ = _grey_stack(tmp_path)
-    clicks = tmp_path / "clicks.csv"
-    clicks.write_text(text)
-    code, _, err = _segment(
-        capsys, str(path), "--clicks", str(clicks), *extra, "--out", str(tmp_path / "l.tif")
-    )
+    code, _, err = _segment_clicks(capsys, tmp_path, path, text, *extra)
     _assert_user_error(code, err, message)
 
 
 def test_z_column_on_a_2d_image_and_propagate_without_a_stack(no_downloads, tmp_path, capsys):
-    clicks = tmp_path / "clicks.csv"
-    clicks.write_text("z,y,x\n0,1,2\n")
-    code, _, err = _segment(
-        capsys, "sample:photo", "--clicks", str(clicks), "--out", str(tmp_path / "l.tif")
-    )
+    code, _, err = _segment_clicks(capsys, tmp_path, "sample:photo", "z,y,x\n0,1,2\n")
     _assert_user_error(code, err, "the image is 2D")
-    clicks.write_text("y,x\n1,2\n")
-    code, _, err = _segment(
-        capsys, "sample:photo", "--clicks", str(clicks), "--propagate", "--out", "l.tif"
-    )
+    code, _, err = _segment_clicks(capsys, tmp_path, "sample:photo", "y,x\n1,2\n", "--propagate")
     _assert_user_error(code, err, "--propagate needs a stack")
     code, _, err = _segment(
         capsys, "sample:photo", "--click", "1,2", "--propagate", "--out", "l.tif"
