@@ -12,7 +12,8 @@ and the time of each is printed. The mask is written as uint8 0/255, to TIFF or 
 the suffix of ``--out`` (its folder is created if needed).
 
 ``--clicks FILE.csv`` segments many objects, one after the other, from a file of clicks
-(:mod:`napari_fbrs.cli.clicks_file`), and writes a label image with one id per object.
+(:mod:`napari_fbrs.cli.clicks_file`), and writes a label image with one id per object
+(:mod:`napari_fbrs.cli.segment_objects`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 from napari_fbrs.cli import UserError, check_thresh, first_click_crop
 
-__all__ = ["add_parser", "parse_click", "read_image", "run"]
+__all__ = ["add_parser", "as_2d_image", "parse_click", "read_image", "run"]
 
 SAMPLE_PREFIX = "sample:"
 MASK_SUFFIXES = (".tif", ".tiff", ".png")
@@ -248,7 +249,7 @@ def read_image(spec: str | Path, what: str = "image") -> np.ndarray:
         raise UserError(f"cannot read {what} {path}: {detail}") from None
 
 
-def _as_2d_image(image: np.ndarray, source: str) -> np.ndarray:
+def as_2d_image(image: np.ndarray, source: str) -> np.ndarray:
     """(H, W) or (H, W, 3|4) as the predictor takes it; one-channel extras dropped."""
     if image.ndim == 3 and image.shape[-1] in (1, 2):  # gray, gray + alpha
         image = image[..., 0]
@@ -299,88 +300,6 @@ def _describe(image: np.ndarray, rgb: bool | None = None, stack: int = 0) -> str
     return f"{f'{stack} slices of ' if stack else ''}{h}x{w} {kind} {image.dtype}"
 
 
-def _read_image_or_stack(spec: str) -> np.ndarray:
-    """:func:`read_image`, except that a TIFF of 3 or 4 planes is a stack unless the file
-    says they are colours (its samples axis), where :func:`read_image` must guess."""
-    path = Path(str(spec)).expanduser()
-    if str(spec).startswith(SAMPLE_PREFIX) or path.suffix.lower() not in (".tif", ".tiff"):
-        return read_image(spec)
-    if not path.is_file():
-        raise UserError(f"image file not found: {path}")
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            axes, data = series.axes, series.asarray()
-    except Exception as exc:  # every reader failure means the same thing to the user
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot read image {path}: {detail}") from None
-    if "S" in axes:  # colour samples: last, as the rest of napari-fbrs has them
-        data = np.moveaxis(data, axes.index("S"), -1)
-    return np.squeeze(data)
-
-
-def _as_image_or_stack(image: np.ndarray, source: str) -> tuple[np.ndarray, bool, int]:
-    """``(image, rgb, number of slices)`` for ``--clicks``: one 2D image as
-    :func:`_as_2d_image` takes it, or a stack ``(Z, H, W)`` grey or ``(Z, H, W, 3|4)``."""
-    if image.ndim == 4 and image.shape[-1] in (3, 4):
-        return image, True, int(image.shape[0])
-    if image.ndim == 3 and image.shape[-1] not in (1, 2, 3, 4):
-        return image, False, int(image.shape[0])
-    if image.ndim > 3:
-        raise UserError(
-            f"{source} has shape {image.shape}: segment --clicks takes a 2D image or a "
-            "stack (Z, H, W) or (Z, H, W, 3|4); for other layouts use the napari widget"
-        )
-    image = _as_2d_image(image, source)
-    return image, image.ndim == 3, 0
-
-
-def _check_propagation_options(args: argparse.Namespace) -> None:
-    """The stop rules go with ``--propagate`` and lie in their ranges; sets the default
-    ``--stop-iou``."""
-    rules = args.stop_iou is not None or args.convex or args.min_contrast is not None
-    if not args.propagate:
-        if rules:
-            raise UserError("--stop-iou, --convex and --min-contrast go with --propagate")
-        return
-    if args.stop_iou is None:
-        args.stop_iou = 0.5
-    if not 0.0 < args.stop_iou < 1.0:
-        raise UserError(f"--stop-iou must lie strictly between 0 and 1, got {args.stop_iou:g}")
-    if args.min_contrast is not None and not 0.0 < args.min_contrast <= 1.0:
-        raise UserError(f"--min-contrast must lie in (0, 1], got {args.min_contrast:g}")
-
-
-def _check_slices(objects: list, stack: int, args: argparse.Namespace, source: str) -> None:
-    """The clicks' slices fit the image, and ``--propagate`` starts each object on one."""
-    has_z = any(c[0] is not None for obj in objects for c in obj.clicks)
-    if stack and not has_z:
-        raise UserError(
-            f"the image is a stack of {stack} slices: give the slice of each click in a z "
-            f"column of {source}"
-        )
-    if not stack:
-        if has_z:
-            raise UserError(f"the image is 2D: {source} must have no z column")
-        if args.propagate:
-            raise UserError("--propagate needs a stack (Z, H, W)")
-        return
-    for obj in objects:
-        for z, y, x, _ in obj.clicks:
-            if z >= stack:
-                raise UserError(
-                    f"object {obj.name}: click ({z}, {y:g}, {x:g}) is on slice {z}; the stack "
-                    f"has slices 0..{stack - 1}"
-                )
-        if args.propagate and len({c[0] for c in obj.clicks}) > 1:
-            raise UserError(
-                f"object {obj.name} has clicks on several slices; with --propagate, click "
-                "each object on one slice"
-            )
-
-
 def _write_mask(path: Path, mask: np.ndarray) -> None:
     data = np.where(mask, 255, 0).astype(np.uint8)
     try:
@@ -395,112 +314,6 @@ def _write_mask(path: Path, mask: np.ndarray) -> None:
             tifffile.imwrite(path, data)
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _label_ids(objects: list) -> list[int]:
-    """The objects' ids: their ``object`` values when these are all distinct positive
-    integers, else 1, 2, ... in file order."""
-    try:
-        ids = [int(obj.name) for obj in objects]
-    except ValueError:
-        ids = []
-    named = zip(ids, objects, strict=False)  # ids is empty when a name is not a number
-    if ids and all(i > 0 and str(i) == obj.name.strip() for i, obj in named):
-        return ids
-    return list(range(1, len(objects) + 1))
-
-
-def _segment_objects(
-    make_predictor: Any,
-    objects: list,
-    image: np.ndarray,
-    rgb: bool,
-    out: Path,
-    args: argparse.Namespace,
-) -> int:
-    """Segment each object of a clicks file and write one label image (``--clicks``).
-
-    The objects go through a :class:`~napari_fbrs.core.session.SegmentationSession`, as
-    in the widget: each is written only over background (pixels an earlier object holds
-    stay its own), on every slice it has clicks on, or, with ``--propagate``, on every
-    slice its propagation reaches.
-    """
-    from napari_fbrs.core.labels_file import save_labels
-    from napari_fbrs.core.session import SegmentationSession, promoted_dtype
-    from napari_fbrs.core.session.propagation import CONVEX_REGROWTH
-
-    ids = _label_ids(objects)
-    shape = image.shape[:-1] if rgb else image.shape
-    limits = None
-    if len(shape) == 3 and image.dtype != np.uint8:
-        # one window for the whole stack, as a napari layer has (a sample of the voxels)
-        step = max(1, image.size // 4_000_000)
-        sample = np.asarray(image).reshape(-1)[::step].astype(np.float64)
-        sample = sample[np.isfinite(sample)]
-        lo, hi = np.percentile(sample, [0.5, 99.5]) if sample.size else (0.0, 1.0)
-        limits = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
-    session = SegmentationSession(
-        image,
-        rgb=rgb,
-        labels=np.zeros(shape, dtype=promoted_dtype(np.uint8, max(ids))),
-        predictor_factory=make_predictor,
-        contrast_limits=limits,
-        prob_thresh=args.thresh,
-        max_history=1,  # no undo here: keep no old commits in memory
-    )
-    seconds = []
-    written = 0
-    for label, obj in zip(ids, objects, strict=True):
-        start = time.perf_counter()
-        by_slice: dict[tuple[int, ...], list[tuple[float, float, bool]]] = {}
-        for z, y, x, positive in obj.clicks:
-            by_slice.setdefault(() if z is None else (z,), []).append((y, x, positive))
-        pixels, notes, reached = 0, [], 0
-        for key, clicks in by_slice.items():
-            for y, x, positive in clicks:
-                session.add_click(y, x, positive, key=key)
-            session.predict(key)
-            try:
-                if args.propagate:
-                    request = session.propagation_request(
-                        key,
-                        axis=0,
-                        direction=0,
-                        stop_iou=args.stop_iou,
-                        regrowth=CONVEX_REGROWTH if args.convex else None,
-                        min_contrast=args.min_contrast,
-                    )
-                    volume = session.compute_propagation(request)
-                    reached = int(np.count_nonzero(volume.any(axis=(1, 2))))
-                    info = session.commit_propagation(request, volume, label=label)
-                else:
-                    info = session.commit(key, label=label)
-            except ValueError as exc:  # an empty mask, or one entirely on earlier objects
-                session.reset_clicks(key)
-                where = f" on slice {key[0]}" if key else ""
-                notes.append(f"not written{where}: {exc}")
-                continue
-            pixels += info.n_pixels
-        seconds.append(time.perf_counter() - start)
-        written += pixels > 0
-        n = len(obj.clicks)
-        slices = f" on {reached} slices" if args.propagate and pixels else ""
-        print(
-            f"object {obj.name} -> id {label}: {n} click{'s' if n != 1 else ''} in "
-            f"{seconds[-1]:.2f} s, {pixels} px{slices}" + "".join(f"; {note}" for note in notes)
-        )
-    print(
-        f"{written} of {len(objects)} objects written; {sum(seconds) / len(seconds):.2f} s "
-        "per object on average"
-    )
-    labels = session.labels
-    try:
-        save_labels(labels, out)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot write {out}: {exc}") from None
-    size = "x".join(str(n) for n in labels.shape)
-    print(f"wrote {out} ({size} {labels.dtype} labels, 0 = background)")
-    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -535,17 +348,21 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out is a folder, not a file name: {out}")
     if not many and args.propagate:
         raise UserError("--propagate goes with a --clicks file (and a stack)")
-    _check_propagation_options(args)
+    from napari_fbrs.cli import segment_objects as many_objects
+
+    many_objects.check_propagation_options(args)
     if many:
         from napari_fbrs.cli.clicks_file import read_clicks_file
 
         objects = read_clicks_file(args.clicks)
         clicks = [(y, x, positive) for obj in objects for _, y, x, positive in obj.clicks]
-        image, rgb, stack = _as_image_or_stack(_read_image_or_stack(args.image), args.image)
-        _check_slices(objects, stack, args, str(args.clicks))
+        image, rgb, stack = many_objects.as_image_or_stack(
+            many_objects.read_image_or_stack(args.image), args.image
+        )
+        many_objects.check_slices(objects, stack, args, str(args.clicks))
     else:
         clicks = [parse_click(text) for text in args.click]
-        image, rgb, stack = _as_2d_image(read_image(args.image), args.image), None, 0
+        image, rgb, stack = as_2d_image(read_image(args.image), args.image), None, 0
     h, w = (image.shape[-3:-1] if rgb else image.shape[-2:]) if many else image.shape[:2]
     for y, x, _ in clicks:
         if not (-0.5 <= y < h - 0.5 and -0.5 <= x < w - 0.5):  # nearest pixel inside
@@ -611,7 +428,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"mode: {mode} ({', '.join(options)})")
 
     if many:
-        return _segment_objects(make_predictor, objects, image, rgb, out, args)
+        return many_objects.segment_objects(make_predictor, objects, image, rgb, out, args)
     seconds = []
     for i, (y, x, positive) in enumerate(clicks, start=1):
         start = time.perf_counter()
