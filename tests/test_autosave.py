@@ -161,6 +161,27 @@ def test_an_object_being_edited_keeps_its_id_through_a_crash(tmp_path, factory):
     assert Autosave.read(saver.path).pins == {}
 
 
+def test_objects_restored_from_a_sidecar_can_be_edited_with_their_clicks(tmp_path, factory):
+    s = busy_session(factory)
+    saver = Autosave(tmp_path / ("stack" + SUFFIX))
+    saver.write_session(s, name="stack")
+    del s  # the crash
+
+    fresh = SegmentationSession(make_stack(), predictor_factory=factory)
+    Autosave(saver.path).load().restore(fresh)
+    assert fresh.edit_object(2, (1,)) == 2  # object 2's two clicks, from the sidecar
+    assert [tuple(c) for c in fresh.clicks((1,))] == [(25.0, 30.0, True), (26.0, 42.0, False)]
+    np.testing.assert_array_equal(fresh.predict((1,)) >= 0.49, fresh.labels[1] == 2)
+    fresh.undo()
+    # painted over since: its clicks would no longer describe it, so the id only
+    ys, xs = np.nonzero(fresh.labels[0] == 1)
+    fresh.labels[0, ys[0], xs[0]] = 0
+    assert fresh.edit_object(1, (0,)) == 0 and fresh.object_label((0,)) == 1
+    # records that do not fit the image are skipped, not raised
+    fresh.remember_objects([(5, (9,), [(1, 2, True)], 3), (6, (0,), [(999, 2, True)], 3)])
+    assert (5, (9,)) not in fresh._known and (6, (0,)) not in fresh._known
+
+
 def test_objects_committed_before_restoring_come_back_with_undo(tmp_path, factory):
     """Restoring replaces the labels as one undo step: nothing committed earlier is lost,
     and the history before the restore still undoes."""

@@ -236,6 +236,13 @@ class SessionState:
                 session.replace_labels(new, "restore of the autosaved objects")
             except (TypeError, ValueError) as exc:
                 raise AutosaveError(f"the autosaved labels cannot be used: {exc}") from exc
+        if labels and self.labels is not None:
+            # their clicks, for edit_object (only where each still is as it was made)
+            session.remember_objects(
+                (o.label, o.key, o.clicks, o.n_pixels)
+                for o in self.objects
+                if o.clicks and not o.propagated and not o.replaced
+            )
         if clicks:
             session.set_all_clicks(mapping)
             for key, label in pins.items():

@@ -209,10 +209,11 @@ class _ObjectsMixin:
 
         The slice's object gets ``label`` as its pinned id, so that finishing it
         *replaces* the object there (:meth:`set_object_label`), and, when this session made
-        the object on this slice (a commit still in the undo history), the clicks that made
-        it: its preview comes back and further clicks correct it. Objects made otherwise
-        (a labels file, painting, a propagation that reached the slice) get the pin only:
-        click them anew. Nothing is written into the labels until the object is finished;
+        the object on this slice (a commit still in the undo history) or remembers it
+        (:meth:`remember_objects`: a restored autosave), the clicks that made it: its
+        preview comes back and further clicks correct it. Objects made otherwise (a labels
+        file, painting, a propagation that reached the slice) get the pin only: click them
+        anew. Nothing is written into the labels until the object is finished;
         undo brings the slice back as it was.
 
         Parameters
@@ -249,6 +250,8 @@ class _ObjectsMixin:
             if isinstance(entry, _Commit) and entry.label == label and key in entry.keys:
                 made = entry.obj if entry.key == key else None
                 break
+        if made is None:
+            made = self._known_object(label, key)
         reopened = _Object(label=label)
         if made is not None and made.clicks:
             reopened.clicks = made.clicks
@@ -258,6 +261,39 @@ class _ObjectsMixin:
                 reopened.prob_gen = made.prob_gen
         self._record(_Reopen(key, label, current, reopened))
         return len(reopened.clicks)
+
+    def remember_objects(
+        self, objects: Iterable[tuple[int, SliceKey, Iterable[Sequence[Any]], int]]
+    ) -> None:
+        """Record objects made before this session, so that :meth:`edit_object` can bring
+        their clicks back (a restored autosave: :meth:`SessionState.restore
+        <napari_fbrs.core.autosave.SessionState.restore>` calls it).
+
+        Parameters
+        ----------
+        objects : iterable of (label, key, clicks, n_pixels)
+            Each object's id, the slice its clicks are on, its clicks ``(y, x, positive)``
+            and the number of its pixels on that slice when it was made. A later record of
+            the same id and slice wins. An object is only reopened with its clicks while it
+            still has that many pixels there (not painted over, not replaced since). Records
+            that do not fit the image (a slice or click outside it) are skipped.
+        """
+        for label, key, clicks, n_pixels in objects:
+            try:
+                items = tuple(self._make_click(*_click_items(c)) for c in clicks)
+                self._known[(int(label), self.check_key(key))] = (items, int(n_pixels))
+            except ValueError:  # not of this image: nothing to remember
+                continue
+
+    def _known_object(self, label: int, key: SliceKey) -> _Object | None:
+        """A remembered object (:meth:`remember_objects`) that is still as it was made."""
+        known = self._known.get((label, key))
+        if known is None:
+            return None
+        clicks, n_pixels = known
+        if int(np.count_nonzero(self._labels[key] == label)) != n_pixels:
+            return None  # changed since (painting, overwriting): its clicks would not fit
+        return _Object(clicks=clicks)
 
     def carried_label(self, key: SliceKey = ()) -> int | None:
         """The id to keep when moving on from slice ``key`` to a neighbour (the same

@@ -21,7 +21,7 @@ from napari_fbrs.core.session.objects import _ObjectsMixin
 from napari_fbrs.core.session.prediction import _PredictionMixin
 from napari_fbrs.core.session.propagation import _PropagationMixin
 from napari_fbrs.core.session.slices import _SlicesMixin
-from napari_fbrs.core.session.types import SliceKey, _Object
+from napari_fbrs.core.session.types import SessionClick, SliceKey, _Object
 
 if TYPE_CHECKING:  # pragma: no cover
     from napari_fbrs.core.predictor import Predictor
@@ -160,6 +160,9 @@ class SegmentationSession(
         self._objects: dict[SliceKey, _Object] = {}
         self._done: list[_Entry] = []
         self._undone: list[_Entry] = []
+        # objects made before this session (a restored autosave): (label, key) ->
+        # (clicks, pixels on the slice when made), for edit_object
+        self._known: dict[tuple[int, SliceKey], tuple[tuple[SessionClick, ...], int]] = {}
         self._lock = threading.RLock()  # one predictor computation at a time
         self._live: list[_Object] = []  # objects holding a predictor, oldest first
         if channels is not None or channel_map is not None:
