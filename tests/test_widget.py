@@ -332,6 +332,7 @@ def test_edit_object_under_the_mouse_and_finish_replaces_it(viewer2d, warnings_)
     np.testing.assert_array_equal(widget.current_mask, before == 1)
     assert objects.selected_label == 1 and "Editing object 1" in widget.status_label.text()
     assert not widget.edit_button.isEnabled()  # the slice has an unfinished object
+    assert widget.finish_button.text() == "Finish object 1 (Space)"
     np.testing.assert_array_equal(objects.data, before)  # nothing written yet
     # a correction that shrinks it, then Finish replaces object 1 (object 2 is kept)
     widget.add_click(20, 31, positive=False)
@@ -340,9 +341,11 @@ def test_edit_object_under_the_mouse_and_finish_replaces_it(viewer2d, warnings_)
     np.testing.assert_array_equal(objects.data == 1, mask & (before != 2))
     np.testing.assert_array_equal(objects.data == 2, before == 2)
     assert "old version cleared" in widget.status_label.text()
+    assert widget.finish_button.text() == "Finish object (Space)"  # the next one is new
     for _ in range(3):  # the commit, the click, the reopening
         widget.undo()
     np.testing.assert_array_equal(objects.data, before)
+    assert widget.finish_button.text() == "Finish object (Space)"
     assert widget.session.clicks() == [] and widget.session.object_label() is None
     # the button edits the objects layer's selected label; a missing one is refused
     objects.selected_label = 2

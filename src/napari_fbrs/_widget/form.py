@@ -420,6 +420,11 @@ class FormMixin:
         self.finish_button.setEnabled(clicks)
         self.reset_button.setEnabled(clicks)
         self.edit_button.setEnabled(has and not clicks)
+        # a kept id (an object being edited, or carried to this slice) shows on the button
+        pinned = session.object_label(self._key) if has else None
+        self.finish_button.setText(
+            "Finish object (Space)" if pinned is None else f"Finish object {pinned} (Space)"
+        )
         stack = has and self.stack_axis is not None
         self.stack_box.setEnabled(stack)
         self.propagate_button.setEnabled(stack and clicks and not self._propagating)
