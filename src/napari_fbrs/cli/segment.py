@@ -53,10 +53,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     parser = subparsers.add_parser(
         "segment",
-        help="segment an object from clicks and write the mask",
+        help="segment objects from clicks and write a mask or labels",
         description=(
             "Segment one object in a 2D image from positive and negative clicks with f-BRS, "
-            "print the time per click, and write the mask (uint8, 0/255)."
+            "print the time per click, and write the mask (uint8, 0/255); or, with --clicks, "
+            "many objects of a 2D image or a z-stack into one label image."
         ),
     )
     # "-12,40" (a negative click) must be read as a value, not as an unknown option
@@ -78,9 +79,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--clicks",
         type=Path,
         metavar="FILE.csv",
-        help="many objects: a CSV file of clicks with columns y, x and optionally object "
-        "and positive (or napari's saved points: axis-0, axis-1); each object is "
-        "segmented in turn and --out is a label image (TIFF), one id per object",
+        help="many objects: a CSV file of clicks with columns y, x and optionally object, "
+        "positive and, for a stack, z (or napari's saved points: axis-0, axis-1[, axis-2]); "
+        "each object is segmented in turn and --out is a label image (TIFF), one id per "
+        "object",
     )
     parser.add_argument(
         "--propagate",
@@ -92,6 +94,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--stop-iou",
         type=float,
         default=None,
+        metavar="F",
         help="--propagate stops where the object's IoU with the previous slice falls "
         "below this (default 0.5)",
     )
