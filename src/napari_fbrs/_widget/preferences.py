@@ -113,6 +113,7 @@ class PreferencesMixin:
         self._prefs_timer = QTimer(self)
         self._prefs_timer.setSingleShot(True)
         self._prefs_timer.timeout.connect(self.save_preferences)
+        self._prefs_defaults = self.preference_values()  # the controls as built
         try:
             values, problem = read_preferences()
             skipped = self._apply_preferences(values)
@@ -189,22 +190,7 @@ class PreferencesMixin:
 
     def reset_settings(self) -> None:
         """Put every remembered setting back to its default (and remember that)."""
-        from napari_fbrs._widget.settings import PredictorSettings
-
-        defaults = PredictorSettings()
-        self.configure(**{f.name: getattr(defaults, f.name) for f in fields(defaults)})
-        self._apply_preferences(
-            dict(
-                canvas_clicks=True,
-                points_positive=True,
-                use_selected_label=False,
-                overwrite=False,
-                direction=0,
-                stop_iou=0.5,
-                convex=False,
-                min_contrast=0.0,
-            )
-        )
+        self._apply_preferences(self._prefs_defaults)
         self._set_status("Settings back to their defaults.")
         self._preferences_changed()
 

@@ -139,20 +139,15 @@ def segment_objects(
     stay its own), on every slice it has clicks on, or, with ``--propagate``, on every
     slice its propagation reaches.
     """
+    from napari_fbrs.core.image import intensity_window
     from napari_fbrs.core.labels_file import save_labels
     from napari_fbrs.core.session import SegmentationSession, promoted_dtype
     from napari_fbrs.core.session.propagation import CONVEX_REGROWTH
 
     ids = _label_ids(objects)
     shape = image.shape[:-1] if rgb else image.shape
-    limits = None
-    if len(shape) == 3 and image.dtype != np.uint8:
-        # one window for the whole stack, as a napari layer has (a sample of the voxels)
-        step = max(1, image.size // 4_000_000)
-        sample = np.asarray(image).reshape(-1)[::step].astype(np.float64)
-        sample = sample[np.isfinite(sample)]
-        lo, hi = np.percentile(sample, [0.5, 99.5]) if sample.size else (0.0, 1.0)
-        limits = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+    # one window for the whole stack, as a napari layer has (2D: the predictor's own)
+    limits = intensity_window(image) if len(shape) == 3 else None
     session = SegmentationSession(
         image,
         rgb=rgb,

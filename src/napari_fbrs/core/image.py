@@ -28,6 +28,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageSource",
+    "intensity_window",
     "network_input",
     "reflect_indices",
     "to_unit_rgb",
@@ -76,13 +77,28 @@ def to_unit_rgb(image: np.ndarray, contrast_limits: Sequence[float] | None = Non
     _check_layout(image)
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
-    return _unit_channels_first(image, _intensity_window(image, contrast_limits))
+    return _unit_channels_first(image, intensity_window(image, contrast_limits))
 
 
-def _intensity_window(
-    image: np.ndarray, contrast_limits: Sequence[float] | None
+def intensity_window(
+    image: np.ndarray, contrast_limits: Sequence[float] | None = None
 ) -> tuple[float, float] | None:
-    """``(low, high)`` mapped to ``[0, 1]``, or ``None`` for the exact uint8/bool rules."""
+    """The intensity window ``(low, high)`` that is mapped to ``[0, 1]``.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Any shape (an image, a stack); any numeric dtype.
+    contrast_limits : (float, float), optional
+        Used as given.
+
+    Returns
+    -------
+    (float, float) or None
+        ``contrast_limits``, else the 0.5 and 99.5 percentiles of the finite values (a
+        regular subsample of large arrays); ``None`` for uint8 and bool, which have exact
+        rules.
+    """
     if contrast_limits is not None:
         lo, hi = (float(v) for v in contrast_limits)
         return lo, hi
@@ -186,7 +202,7 @@ class ImageSource:
             raise ValueError(f"unknown input normalization {normalization!r}")
         if image.ndim == 3 and image.shape[2] == 4:
             image = image[..., :3]
-        self.window = _intensity_window(image, contrast_limits)
+        self.window = intensity_window(image, contrast_limits)
         if image.dtype in (np.uint8, np.bool_, np.int8, np.uint16, np.int16):
             self.pixels = np.array(image, order="C")
         elif image.dtype == np.float64 and self.window is not None:
