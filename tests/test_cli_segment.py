@@ -438,7 +438,7 @@ def test_the_bundled_model_segments_the_cup_of_the_sample_photo(tmp_path, capsys
         capsys, "sample:photo", "--click", "110,215", "--click", "-245,110", "--out", str(out)
     )
     assert code == 0, err
-    assert "model: fbrs-lite (fbrs_lite, " in stdout
+    assert "model: fbrs-lite (fbrs_lite2, " in stdout
     mask = tifffile.imread(out) > 0
     assert mask[CUP] and not mask[SAUCER]
     assert 0.02 < mask.mean() < 0.6

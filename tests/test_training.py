@@ -429,8 +429,8 @@ def test_resume_without_checkpoint_is_explained(tmp_path):
         ),
         (["--resume"], "no checkpoint to continue"),
         (
-            ["--synthetic", "1", "--init", "fbrs-lite", "--arch", "fbrs_lite2"],
-            "fbrs_lite.pt is a 'fbrs_lite' checkpoint, not 'fbrs_lite2'",
+            ["--synthetic", "1", "--init", "fbrs-lite", "--arch", "fbrs_lite"],
+            "fbrs_lite.pt is a 'fbrs_lite2' checkpoint, not 'fbrs_lite'",
         ),
     ],
 )

@@ -68,12 +68,12 @@ CHECKPOINTS: dict[str, CheckpointInfo] = {
     for c in [
         CheckpointInfo(
             "fbrs-lite",
-            "fbrs_lite",
+            "fbrs_lite2",
             "fbrs_lite.pt",
             None,
             None,
-            8.0,
-            "bundled (version 2): EfficientNet-Lite0 DeepLabV3+-style net trained by napari-fbrs",
+            9.6,
+            "bundled (version 3): EfficientNet-Lite2 DeepLabV3+-style net trained by napari-fbrs",
         ),
         CheckpointInfo(
             "resnet34_dh128_sbd",

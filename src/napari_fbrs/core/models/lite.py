@@ -1,4 +1,5 @@
-"""``fbrs_lite``: the bundled compact click-segmentation network (and ``fbrs_lite2``).
+"""``fbrs_lite`` and ``fbrs_lite2``: the compact click-segmentation networks of the bundled
+model (``fbrs_lite2`` since its version 3).
 
 An EfficientNet-Lite0 encoder (Lite2 for ``fbrs_lite2``; the ImageNet layer layout,
 written here so that inference needs nothing but this module and a checkpoint), a light

