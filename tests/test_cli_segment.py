@@ -586,6 +586,33 @@ def test_propagate_carries_each_object_through_the_stack(tiny_checkpoint, tmp_pa
     assert f"{int((labels == 1).sum())} px" in stdout
 
 
+def test_a_propagate_column_carries_only_its_objects(tiny_checkpoint, tmp_path, capsys):
+    # as the widget's Save objects writes it: object 4 was propagated, object 9 was not
+    path, grey = _grey_stack(tmp_path, n=5)
+    text = (
+        "object,z,y,x,positive,propagate\n"
+        f"4,2,{CUP[0]},{CUP[1]},true,true\n"
+        f"9,0,{SAUCER[0]},{SAUCER[1]},true,false\n"
+    )
+    out = tmp_path / "labels.tif"
+    code, stdout, err = _segment_clicks(
+        capsys, tmp_path, path, text, "--stop-iou", "0.3", *_tiny_nobrs(tiny_checkpoint),
+        out=out.name,
+    )  # fmt: skip
+    assert code == 0, err
+    labels = tifffile.imread(out)
+    reached = int((labels == 4).any(axis=(1, 2)).sum())
+    assert reached > 1 and f"on {reached} slices" in stdout
+    np.testing.assert_array_equal(
+        (labels == 4)[2], _api_mask(tiny_checkpoint, grey, [(*CUP, True)], "NoBRS")
+    )
+    assert (labels == 9).any(axis=(1, 2)).tolist() == [True, False, False, False, False]
+    code, _, err = _segment_clicks(capsys, tmp_path, path, "z,y,x,propagate\n0,1,2,maybe\n")
+    _assert_user_error(code, err, "line 2: propagate must be true or false, got 'maybe'")
+    code, _, err = _segment_clicks(capsys, tmp_path, "sample:photo", "y,x,propagate\n1,2,yes\n")
+    _assert_user_error(code, err, "the propagate column of")
+
+
 @pytest.mark.parametrize(
     ("text", "extra", "message"),
     [

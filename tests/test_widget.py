@@ -1315,7 +1315,19 @@ def test_save_objects_writes_the_labels_and_retires_the_autosave(make_napari_vie
     np.testing.assert_array_equal(saved, labels)
     assert sorted(np.unique(saved).tolist()) == [0, 1, 2]
     assert not widget.autosave_path.exists()  # the work is saved: nothing to restore
-    assert widget.status_label.text().startswith(f"Saved 2 object(s) to {out}")
+    assert widget.status_label.text().startswith(
+        f"Saved 2 object(s) to {out}, the clicks of 2 of them to objects_clicks.csv"
+    )
+    # beside it, the clicks that made them, for `napari-fbrs segment --clicks`
+    clicks = (tmp_path / "out" / "objects_clicks.csv").read_text().splitlines()
+    assert clicks == ["object,y,x,positive", "1,20,20,true", "2,10,40,true"]
+    # a painted object is left out of the clicks file (the TIFF has it)
+    viewer.layers[OBJECTS_LAYER].data[0, 0] = 1
+    viewer.layers[OBJECTS_LAYER].refresh()
+    widget.save_objects(tmp_path / "out" / "objects.tif")
+    clicks = (tmp_path / "out" / "objects_clicks.csv").read_text().splitlines()
+    assert clicks == ["object,y,x,positive", "2,10,40,true"]
+    viewer.layers[OBJECTS_LAYER].data[0, 0] = 0
 
     # opening the image again offers nothing to restore
     viewer2 = make_napari_viewer()

@@ -1,5 +1,6 @@
 """Saving the finished objects from the dock widget ("Save objects..."): the objects
-layer's labels written to a TIFF file, after which the autosave has nothing left to keep."""
+layer's labels written to a TIFF file, and beside it the clicks that made them (a CSV file
+for ``napari-fbrs segment --clicks``); after which the autosave has nothing left to keep."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from qtpy.QtWidgets import QFileDialog
 from napari_fbrs._widget import notify
 from napari_fbrs._widget.layers import layer_source_path
 from napari_fbrs.core.autosave.paths import safe_stem
+from napari_fbrs.core.clicks_table import write_clicks_table
 from napari_fbrs.core.labels_file import LABELS_SUFFIXES, save_labels
 
 __all__ = ["SavingMixin"]
@@ -26,6 +28,13 @@ class SavingMixin:
 
     def save_objects(self, path: str | os.PathLike | None = None) -> Path | None:
         """Save the objects layer (the committed objects, the image's nD shape) to a TIFF.
+
+        Beside it, ``<name>_clicks.csv`` gets the clicks of the objects that are still
+        exactly what their clicks made (:meth:`SegmentationSession.reproducible_objects
+        <napari_fbrs.core.session.SegmentationSession.reproducible_objects>`), so that
+        ``napari-fbrs segment IMAGE --clicks <name>_clicks.csv`` makes them again; painted,
+        loaded or changed objects are left out of it (the TIFF has them all). A failure to
+        write it is a warning; the TIFF stays saved.
 
         After a successful write the autosave sidecar of this image is removed, unless
         some slice still has clicks of an unfinished object (the sidecar keeps them) or
@@ -74,8 +83,24 @@ class SavingMixin:
                 self._autosave_timer.stop()
                 self._saver.discard()
         n_objects = int(np.count_nonzero(np.unique(session.labels)))
-        self._set_status(f"Saved {n_objects} object(s) to {written}{note}.")
+        clicks_note = self._save_clicks(session, written)
+        self._set_status(f"Saved {n_objects} object(s) to {written}{clicks_note}{note}.")
         return written
+
+    def _save_clicks(self, session, labels_path: Path) -> str:
+        """Write the clicks file beside ``labels_path``; the status line's note on it."""
+        objects = session.reproducible_objects()
+        if not objects:
+            return ""
+        path = labels_path.with_name(f"{labels_path.stem}_clicks.csv")
+        try:
+            write_clicks_table(path, objects)
+        except ValueError as exc:  # a stack with several slice axes: no z column fits
+            return f" (their clicks were not saved: {exc})"
+        except OSError as exc:
+            notify.warning(f"f-BRS saved the objects but could not save their clicks: {exc}")
+            return ""
+        return f", the clicks of {len({o.label for o in objects})} of them to {path.name}"
 
     def _default_objects_path(self) -> Path:
         """Where the save dialog starts: the last file saved, else beside the image."""

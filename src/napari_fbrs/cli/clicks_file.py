@@ -10,7 +10,10 @@ The file is CSV with a header row; column names are matched without regard to ca
   applied in file order, and the objects are segmented in the order they first appear.
   Without it, every row is an object of its own (one positive click per object, as seed
   points from a detector are);
-* ``positive`` (optional): ``true``/``false``, ``1``/``0``, ``yes``/``no``; default true.
+* ``positive`` (optional): ``true``/``false``, ``1``/``0``, ``yes``/``no``; default true;
+* ``propagate`` (optional, yes/no like ``positive``): carry the object through the stack
+  from its clicks' slice, as ``--propagate`` does for every object (the widget's *Save
+  objects* writes it for the objects it propagated).
 
 Other columns (napari's ``index``, features) are ignored. Values may be separated by commas,
 semicolons or tabs (the header row tells which).
@@ -44,10 +47,13 @@ class ObjectClicks:
     clicks : tuple of (int or None, float, float, bool)
         ``(z, y, x, positive)``: the slice (``None`` without a ``z`` column) and the click
         in pixels, in file order.
+    propagate : bool
+        A row of the object says ``propagate`` yes.
     """
 
     name: str
     clicks: tuple[tuple[int | None, float, float, bool], ...]
+    propagate: bool = False
 
 
 def _column(header: list[str], *names: str) -> int | None:
@@ -104,7 +110,9 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
         )
     object_col = _column(header, "object")
     positive_col = _column(header, "positive")
+    propagate_col = _column(header, "propagate")
     objects: dict[str, list[tuple[int | None, float, float, bool]]] = {}
+    propagated: set[str] = set()
     for line, row in enumerate(rows[1:], start=2):
 
         def cell(col: int, line: int = line, row: list[str] = row) -> str:
@@ -132,21 +140,13 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
                     f"{path}, line {line}: z must be a slice index (0, 1, ...), got {cell(z_col)!r}"
                 )
             z = int(z_value)
-        positive = True
-        if positive_col is not None:
-            value = cell(positive_col).lower()
-            if value in _TRUE:
-                positive = True
-            elif value in _FALSE:
-                positive = False
-            else:
-                raise UserError(
-                    f"{path}, line {line}: positive must be true or false, got {value!r}"
-                )
+        positive = positive_col is None or _yes(cell(positive_col), "positive", path, line)
         name = cell(object_col) if object_col is not None else f"line {line}"
         if not name:
             raise UserError(f"{path}, line {line}: the object is empty")
         objects.setdefault(name, []).append((z, y, x, positive))
+        if propagate_col is not None and _yes(cell(propagate_col), "propagate", path, line):
+            propagated.add(name)
     out = []
     for name, clicks in objects.items():
         if not any(c[3] for c in clicks):
@@ -154,5 +154,14 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
             raise UserError(
                 f"{path}: {where} has no positive click; give each object at least one click on it"
             )
-        out.append(ObjectClicks(name, tuple(clicks)))
+        out.append(ObjectClicks(name, tuple(clicks), name in propagated))
     return out
+
+
+def _yes(value: str, column: str, path: Path, line: int) -> bool:
+    value = value.lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise UserError(f"{path}, line {line}: {column} must be true or false, got {value!r}")

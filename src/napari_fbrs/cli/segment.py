@@ -353,17 +353,18 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--propagate goes with a --clicks file (and a stack)")
     from napari_fbrs.cli import segment_objects as many_objects
 
-    many_objects.check_propagation_options(args)
     if many:
         from napari_fbrs.cli.clicks_file import read_clicks_file
 
         objects = read_clicks_file(args.clicks)
+        many_objects.check_propagation_options(args, objects)
         clicks = [(y, x, positive) for obj in objects for _, y, x, positive in obj.clicks]
         image, rgb, stack = many_objects.as_image_or_stack(
             many_objects.read_image_or_stack(args.image), args.image
         )
         many_objects.check_slices(objects, stack, args, str(args.clicks))
     else:
+        many_objects.check_propagation_options(args)
         clicks = [parse_click(text) for text in args.click]
         image, rgb, stack = as_2d_image(read_image(args.image), args.image), None, 0
     h, w = (image.shape[-3:-1] if rgb else image.shape[-2:]) if many else image.shape[:2]

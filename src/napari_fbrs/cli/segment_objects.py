@@ -67,13 +67,20 @@ def as_image_or_stack(image: np.ndarray, source: str) -> tuple[np.ndarray, bool,
     return image, image.ndim == 3, 0
 
 
-def check_propagation_options(args: argparse.Namespace) -> None:
-    """The stop rules go with ``--propagate`` and lie in their ranges; sets the default
-    ``--stop-iou``."""
+def _propagates(obj: Any, args: argparse.Namespace) -> bool:
+    return bool(args.propagate or obj.propagate)
+
+
+def check_propagation_options(args: argparse.Namespace, objects: list = ()) -> None:
+    """The stop rules go with ``--propagate`` (or objects of the clicks file that
+    propagate) and lie in their ranges; sets the default ``--stop-iou``."""
     rules = args.stop_iou is not None or args.convex or args.min_contrast is not None
-    if not args.propagate:
+    if not any(_propagates(obj, args) for obj in objects) and not args.propagate:
         if rules:
-            raise UserError("--stop-iou, --convex and --min-contrast go with --propagate")
+            raise UserError(
+                "--stop-iou, --convex and --min-contrast go with --propagate (or a propagate "
+                "column in the clicks file)"
+            )
         return
     if args.stop_iou is None:
         args.stop_iou = 0.5
@@ -94,8 +101,9 @@ def check_slices(objects: list, stack: int, args: argparse.Namespace, source: st
     if not stack:
         if has_z:
             raise UserError(f"the image is 2D: {source} must have no z column")
-        if args.propagate:
-            raise UserError("--propagate needs a stack (Z, H, W)")
+        if any(_propagates(obj, args) for obj in objects):
+            what = "--propagate" if args.propagate else f"the propagate column of {source}"
+            raise UserError(f"{what} needs a stack (Z, H, W)")
         return
     for obj in objects:
         for z, y, x, _ in obj.clicks:
@@ -104,10 +112,10 @@ def check_slices(objects: list, stack: int, args: argparse.Namespace, source: st
                     f"object {obj.name}: click ({z}, {y:g}, {x:g}) is on slice {z}; the stack "
                     f"has slices 0..{stack - 1}"
                 )
-        if args.propagate and len({c[0] for c in obj.clicks}) > 1:
+        if _propagates(obj, args) and len({c[0] for c in obj.clicks}) > 1:
             raise UserError(
-                f"object {obj.name} has clicks on several slices; with --propagate, click "
-                "each object on one slice"
+                f"object {obj.name} has clicks on several slices; an object that propagates "
+                "is clicked on one slice"
             )
 
 
@@ -136,8 +144,8 @@ def segment_objects(
 
     The objects go through a :class:`~napari_fbrs.core.session.SegmentationSession`, as
     in the widget: each is written only over background (pixels an earlier object holds
-    stay its own), on every slice it has clicks on, or, with ``--propagate``, on every
-    slice its propagation reaches.
+    stay its own), on every slice it has clicks on, or, with ``--propagate`` (or its
+    ``propagate`` column), on every slice its propagation reaches.
     """
     from napari_fbrs.core.image import intensity_window
     from napari_fbrs.core.labels_file import save_labels
@@ -170,7 +178,7 @@ def segment_objects(
                 session.add_click(y, x, positive, key=key)
             session.predict(key)
             try:
-                if args.propagate:
+                if _propagates(obj, args):
                     request = session.propagation_request(
                         key,
                         axis=0,
@@ -193,7 +201,7 @@ def segment_objects(
         seconds.append(time.perf_counter() - start)
         written += pixels > 0
         n = len(obj.clicks)
-        slices = f" on {reached} slices" if args.propagate and pixels else ""
+        slices = f" on {reached} slices" if _propagates(obj, args) and pixels else ""
         print(
             f"object {obj.name} -> id {label}: {n} click{'s' if n != 1 else ''} in "
             f"{seconds[-1]:.2f} s, {pixels} px{slices}" + "".join(f"; {note}" for note in notes)

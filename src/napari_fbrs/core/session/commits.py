@@ -145,6 +145,7 @@ class _CommitsMixin:
             labels[cleared] = 0
         labels[where] = label
         self._labels = labels
+        n_object = sum(int(np.count_nonzero(labels[k] == label)) for k in keys)
         fresh = _Object()
         entry = _Commit(
             key=key,
@@ -159,6 +160,7 @@ class _CommitsMixin:
             cleared=cleared,
             keys=keys,
             propagation=propagation,
+            n_object=n_object if n_object == where[0].size + kept else None,
         )
         self._objects[key] = fresh
         self._push(entry)

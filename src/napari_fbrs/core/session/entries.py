@@ -50,6 +50,9 @@ class _Commit:
     keys: frozenset = frozenset()  # the slices the commit wrote on
     # a propagation's settings (axis, direction, stop rules; to replay it), else None
     propagation: dict | None = None
+    # pixels of ``label`` on ``keys`` right after the commit, when it made all of them (its
+    # mask alone is the object there); None when the id also held other pixels there
+    n_object: int | None = None
 
     def describe(self) -> str:
         what = "propagation" if self.propagated else "commit"

@@ -20,6 +20,7 @@ from napari_fbrs.core.session.labels import _LabelsMixin
 from napari_fbrs.core.session.objects import _ObjectsMixin
 from napari_fbrs.core.session.prediction import _PredictionMixin
 from napari_fbrs.core.session.propagation import _PropagationMixin
+from napari_fbrs.core.session.provenance import _ProvenanceMixin
 from napari_fbrs.core.session.slices import _SlicesMixin
 from napari_fbrs.core.session.types import SessionClick, SliceKey, _Object
 
@@ -35,6 +36,7 @@ class SegmentationSession(
     _LabelsMixin,
     _CommitsMixin,
     _PropagationMixin,
+    _ProvenanceMixin,
     _HistoryMixin,
 ):
     """Interactive segmentation state of one image or stack (see :mod:`napari_fbrs.core.session`).

@@ -1,0 +1,84 @@
+"""Which objects of the labels the session can reproduce from their clicks (for saving the
+clicks beside the labels, so that ``napari-fbrs segment --clicks`` redoes the work)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_fbrs.core.session.entries import _Commit
+from napari_fbrs.core.session.types import CommittedObject, SessionClick, SliceKey
+
+
+class _ProvenanceMixin:
+    """Provenance queries of :class:`SegmentationSession` (it uses the history of
+    ``_HistoryMixin``, the labels and the remembered objects of ``_ObjectsMixin``)."""
+
+    def reproducible_objects(self) -> list[CommittedObject]:
+        """The objects of the labels that are exactly what their clicks made.
+
+        An object (an id on the slices its commit wrote) qualifies when its last commit
+        is still in the undo history, or it is remembered from a restored autosave
+        (:meth:`remember_objects`), and its pixels on those slices are still all and only
+        the ones that commit wrote: not painted, not partly overwritten, not merged with
+        another commit of the same id. A propagation counts as one object with the clicks
+        of the slice it started from.
+
+        Returns
+        -------
+        list of CommittedObject
+            Oldest commit first (the order in which replaying them writes each only over
+            background as the session did); remembered objects come first, ordered by id
+            and slice, with ``n_pixels`` their pixel count and ``keys`` their slice.
+        """
+        labels = self._labels
+        seen: set[tuple[int, SliceKey]] = set()
+        found: list[CommittedObject] = []
+        for entry in reversed(self._done):
+            if not isinstance(entry, _Commit):
+                continue
+            keys = tuple(sorted(entry.keys))
+            fresh = [(entry.label, k) for k in keys if (entry.label, k) not in seen]
+            seen.update(fresh)
+            if len(fresh) != len(keys) or not entry.obj.clicks:
+                continue  # a later commit of this id changed one of its slices
+            if not _unchanged(labels, entry, keys):
+                continue
+            found.append(
+                CommittedObject(
+                    key=tuple(int(k) for k in entry.key),
+                    label=int(entry.label),
+                    clicks=tuple(entry.obj.clicks),
+                    propagated=bool(entry.propagated),
+                    n_pixels=int(entry.n_object),
+                    replaced=entry.cleared is not None,
+                    keys=keys,
+                    propagation=dict(entry.propagation) if entry.propagation else None,
+                )
+            )
+        found.reverse()
+        remembered = []
+        for (label, key), (clicks, n_pixels) in sorted(self._known.items()):
+            if (label, key) in seen or not clicks:
+                continue
+            if int(np.count_nonzero(labels[key] == label)) != n_pixels:
+                continue  # changed since it was made
+            remembered.append(_remembered(label, key, clicks, n_pixels))
+        return remembered + found
+
+
+def _unchanged(labels: np.ndarray, entry: _Commit, keys: tuple[SliceKey, ...]) -> bool:
+    """The commit made the whole object on its slices, and it is still as it was made."""
+    if entry.n_object is None or not entry.where:
+        return False
+    if not np.all(labels[entry.where] == entry.label):
+        return False
+    now = sum(int(np.count_nonzero(labels[key] == entry.label)) for key in keys)
+    return now == entry.n_object
+
+
+def _remembered(
+    label: int, key: SliceKey, clicks: tuple[SessionClick, ...], n_pixels: int
+) -> CommittedObject:
+    return CommittedObject(
+        key=key, label=int(label), clicks=tuple(clicks), n_pixels=int(n_pixels), keys=(key,)
+    )

@@ -1,0 +1,109 @@
+"""The clicks that made a session's objects: which objects qualify
+(``SegmentationSession.reproducible_objects``), the CSV file written for them, and that
+``segment --clicks`` reads it back (propagate column included)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_fbrs.cli.clicks_file import read_clicks_file
+from napari_fbrs.core.clicks_table import clicks_table_rows, write_clicks_table
+from napari_fbrs.core.session import SegmentationSession, SessionClick
+from test_session import DiskPredictor, H, W, disk
+
+
+def _image(n: int | None = None) -> np.ndarray:
+    plane = np.random.default_rng(0).integers(0, 255, (H, W), dtype=np.uint8)
+    return plane if n is None else np.stack([plane] * n)
+
+
+def _commit(s: SegmentationSession, clicks, key=(), **kwargs):
+    for y, x, positive in clicks:
+        s.add_click(y, x, positive, key=key)
+    s.predict(key)
+    return s.commit(key, **kwargs)
+
+
+def _small_negatives():
+    return DiskPredictor(neg_radius=1.0)
+
+
+def test_objects_made_by_clicks_qualify_until_changed():
+    s = SegmentationSession(_image(), predictor_factory=DiskPredictor)
+    _commit(s, [(10, 10, True)])
+    _commit(s, [(30, 35, True), (5, 5, False)])
+    objects = s.reproducible_objects()
+    assert [(o.label, o.key, o.clicks) for o in objects] == [
+        (1, (), (SessionClick(10, 10, True),)),
+        (2, (), (SessionClick(30, 35, True), SessionClick(5, 5, False))),
+    ]
+    # painting one pixel more onto object 1: its clicks no longer make it
+    s.labels[0, 0] = 1
+    assert [o.label for o in s.reproducible_objects()] == [2]
+    s.labels[0, 0] = 0
+    # a second commit with the same id beside it: the union is no click set's mask
+    _commit(s, [(30, 10, True)], label=1)
+    assert [o.label for o in s.reproducible_objects()] == [2]
+    s.undo()
+    assert [o.label for o in s.reproducible_objects()] == [1, 2]
+
+
+def test_an_edited_object_is_reproduced_by_its_latest_clicks():
+    s = SegmentationSession(_image(), predictor_factory=_small_negatives)
+    _commit(s, [(20, 20, True)])
+    assert s.edit_object(1) == 1
+    s.add_click(25, 30, True)  # the disk moves to the last positive click
+    s.predict()
+    s.commit()
+    (obj,) = s.reproducible_objects()
+    assert obj.label == 1 and obj.clicks == (SessionClick(20, 20, True), SessionClick(25, 30, True))
+    assert obj.replaced and obj.n_pixels == int(disk(25, 30).sum())
+
+
+def test_propagated_objects_and_remembered_ones_of_a_stack():
+    s = SegmentationSession(_image(4), predictor_factory=_small_negatives)
+    s.add_click(20, 25, key=(1,))
+    s.predict((1,))
+    request = s.propagation_request((1,))
+    s.commit_propagation(request, s.compute_propagation(request))
+    s.labels[3][disk(5, 40, r=3)] = 7  # an object from earlier, remembered with its clicks
+    s.remember_objects([(7, (3,), [(5, 40, True)], int(disk(5, 40, r=3).sum()))])
+    s.remember_objects([(8, (2,), [(1, 1, True)], 99)])  # not in the labels: left out
+    objects = s.reproducible_objects()
+    assert [(o.label, o.key, o.propagated) for o in objects] == [(7, (3,), False), (1, (1,), True)]
+    assert objects[1].keys == ((0,), (1,), (2,), (3,))
+    rows = clicks_table_rows(objects)
+    assert rows == [
+        ["object", "z", "y", "x", "positive", "propagate"],
+        ["7", "3", "5", "40", "true", "false"],
+        ["1", "1", "20", "25", "true", "true"],
+    ]
+
+
+def test_the_written_file_reads_back_as_the_same_objects(tmp_path):
+    s = SegmentationSession(_image(3), predictor_factory=_small_negatives)
+    _commit(s, [(10.5, 12, True), (35, 40, False)], key=(0,))
+    _commit(s, [(30, 30, True)], key=(2,), label=5)
+    path = write_clicks_table(tmp_path / "sub" / "objects_clicks.csv", s.reproducible_objects())
+    assert path.read_text().splitlines()[0] == "object,z,y,x,positive"
+    objects = read_clicks_file(path)
+    assert [(o.name, o.clicks, o.propagate) for o in objects] == [
+        ("1", ((0, 10.5, 12.0, True), (0, 35.0, 40.0, False)), False),
+        ("5", ((2, 30.0, 30.0, True),), False),
+    ]
+
+
+def test_a_2d_image_has_no_z_column_and_several_slice_axes_are_refused(tmp_path):
+    s = SegmentationSession(_image(), predictor_factory=DiskPredictor)
+    _commit(s, [(10, 10, True)])
+    assert clicks_table_rows(s.reproducible_objects()) == [
+        ["object", "y", "x", "positive"],
+        ["1", "10", "10", "true"],
+    ]
+    s4 = SegmentationSession(np.stack([_image(2)] * 2), predictor_factory=DiskPredictor)
+    _commit(s4, [(10, 10, True)], key=(1, 0))
+    target = tmp_path / "clicks.csv"
+    with pytest.raises(ValueError, match="a 2D image or a z-stack"):
+        write_clicks_table(target, s4.reproducible_objects())
+    assert not target.exists()
