@@ -21,6 +21,7 @@ from napari_fbrs.cli.segment import parse_click
 PHOTO_SHAPE = (300, 450)
 CUP = (110, 215)  # on the coffee cup of the sample photo
 SAUCER = (245, 110)  # on the saucer
+SPOON = (215, 265)  # on the spoon, below the cup
 THRESHOLD = 0.49  # segment's default --thresh
 
 
@@ -434,13 +435,12 @@ def _bundled_weights() -> Path:
 @pytest.mark.skipif(not _bundled_weights().is_file(), reason="the bundled weights are not here")
 def test_the_bundled_model_segments_the_cup_of_the_sample_photo(tmp_path, capsys):
     out = tmp_path / "cup.tif"
-    code, stdout, err = _segment(
-        capsys, "sample:photo", "--click", "110,215", "--click", "-245,110", "--out", str(out)
-    )
+    clicks = ["--click", "110,215", "--click", "-245,110", "--click", "-215,265"]
+    code, stdout, err = _segment(capsys, "sample:photo", *clicks, "--out", str(out))  # README
     assert code == 0, err
     assert "model: fbrs-lite (fbrs_lite2, " in stdout
     mask = tifffile.imread(out) > 0
-    assert mask[CUP] and not mask[SAUCER]
+    assert mask[CUP] and not mask[SAUCER] and not mask[SPOON]
     assert 0.02 < mask.mean() < 0.6
 
 

@@ -39,6 +39,7 @@ for _ in range(20):
 # object 1: the cup, finished
 w.add_click(110, 215)
 w.add_click(245, 110, positive=False)
+w.add_click(215, 265, positive=False)  # the spoon
 print("cup", w.current_mask.sum())
 print("saucer", None if w.current_mask is None else w.current_mask.sum())
 viewer.layers.selection.active = viewer.layers["photo"]
