@@ -182,6 +182,38 @@ def test_objects_restored_from_a_sidecar_can_be_edited_with_their_clicks(tmp_pat
     assert (5, (9,)) not in fresh._known and (6, (0,)) not in fresh._known
 
 
+def test_an_edited_object_comes_back_from_a_sidecar_with_its_clicks(tmp_path, factory):
+    s = busy_session(factory)
+    assert s.edit_object(2, (1,)) == 2
+    s.add_click(20, 20, key=(1,))  # a third click: the object changes, the id stays
+    s.predict((1,))
+    s.commit((1,))
+    made = s.labels[1] == 2
+    saver = Autosave(tmp_path / ("stack" + SUFFIX))
+    saver.write_session(s, name="stack")
+    (record,) = [o for o in Autosave.read(saver.path).objects if len(o.clicks) == 3]
+    # the commit wrote only the new pixels; the object is those and the ones it kept
+    assert record.object_pixels == int(made.sum()) > record.n_pixels
+    del s
+
+    fresh = SegmentationSession(make_stack(), predictor_factory=factory)
+    Autosave(saver.path).load().restore(fresh)
+    assert fresh.edit_object(2, (1,)) == 3  # the edited object's three clicks
+    fresh.undo()
+    clicks = {o.label: len(o.clicks) for o in fresh.reproducible_objects()}
+    assert clicks == {1: 1, 2: 3}
+    # a sidecar of before object_pixels: only the pixels written are known, which do not
+    # describe the edited object: the id only
+    doc = json.loads(saver.path.read_text())
+    for item in doc["objects"]:
+        item.pop("object_pixels")
+    write_doc(saver.path, doc)
+    older = SegmentationSession(make_stack(), predictor_factory=factory)
+    Autosave(saver.path).load().restore(older)
+    assert older.edit_object(2, (1,)) == 0
+    assert older.edit_object(1, (0,)) == 1  # not replaced: n_pixels is its count
+
+
 def test_objects_committed_before_restoring_come_back_with_undo(tmp_path, factory):
     """Restoring replaces the labels as one undo step: nothing committed earlier is lost,
     and the history before the restore still undoes."""

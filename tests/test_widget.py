@@ -1401,6 +1401,26 @@ def test_a_failed_save_loses_nothing(make_napari_viewer, tmp_path, warnings_):
     assert widget.undo() and not viewer.layers[OBJECTS_LAYER].data.any()  # history intact
 
 
+def test_a_failed_clicks_file_is_a_warning_and_the_objects_stay_saved(
+    make_napari_viewer, tmp_path, warnings_
+):
+    import tifffile
+
+    viewer, widget, _ = _opened_from_file(make_napari_viewer, tmp_path)
+    widget.add_click(20, 20)
+    widget.finish_object()
+    (tmp_path / "objects_clicks.csv").mkdir()  # a folder where the clicks file would go
+    out = widget.save_objects(tmp_path / "objects.tif")
+    assert out == tmp_path / "objects.tif"
+    np.testing.assert_array_equal(tifffile.imread(out), viewer.layers[OBJECTS_LAYER].data)
+    assert (
+        len(warnings_) == 1
+        and "saved the objects but could not save their clicks" in (warnings_[0])
+    )
+    assert widget.status_label.text().startswith(f"Saved 1 object(s) to {out}.")
+    assert not widget.autosave_path.exists()  # the objects are saved
+
+
 def test_save_objects_of_a_stack_keeps_every_slice(make_napari_viewer, tmp_path):
     import tifffile
 

@@ -62,6 +62,7 @@ def _state_to_doc(state: SessionState, labels_doc: dict[str, Any] | None) -> dic
                 "propagated": bool(o.propagated),
                 "n_pixels": int(o.n_pixels),
                 "replaced": bool(o.replaced),
+                "object_pixels": None if o.object_pixels is None else int(o.object_pixels),
                 "settings": _jsonable(o.settings) if o.settings is not None else None,
                 "committed_at": o.committed_at,
             }
@@ -151,6 +152,11 @@ def _doc_to_state(doc: Mapping[str, Any]) -> tuple[SessionState, dict[str, Any] 
                 replaced=bool(item.get("replaced", False)),
                 settings=settings,
                 committed_at=str(item.get("committed_at", "")),
+                object_pixels=(
+                    None  # absent in files of before 2026-11-27
+                    if item.get("object_pixels") is None
+                    else _int(item["object_pixels"], f"objects[{i}].object_pixels", 0)
+                ),
             )
         )
     settings = doc.get("settings") or {}

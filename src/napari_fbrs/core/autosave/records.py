@@ -70,6 +70,10 @@ class ObjectRecord:
     replaced : bool
         The commit first cleared the label's earlier pixels on the slices it wrote (a
         correction of an existing object, ``SegmentationSession.commit(replace=True)``).
+    object_pixels : int or None
+        The object's pixels right after the commit when the commit made all of them (a
+        replaced object's kept pixels included), else ``None`` (and in sidecars of before
+        2026-11-27).
     settings : dict or None
         The predictor settings in effect when it was first autosaved (JSON values).
     committed_at : str
@@ -84,6 +88,7 @@ class ObjectRecord:
     replaced: bool = False
     settings: Mapping[str, Any] | None = None
     committed_at: str = ""
+    object_pixels: int | None = None
 
     @property
     def uid(self) -> str:

@@ -239,15 +239,23 @@ class SessionState:
         if labels and self.labels is not None:
             # their clicks, for edit_object (only where each still is as it was made)
             session.remember_objects(
-                (o.label, o.key, o.clicks, o.n_pixels)
+                (o.label, o.key, o.clicks, _object_pixels(o))
                 for o in self.objects
-                if o.clicks and not o.propagated and not o.replaced
+                if o.clicks and not o.propagated and _object_pixels(o) is not None
             )
         if clicks:
             session.set_all_clicks(mapping)
             for key, label in pins.items():
                 session.set_object_label(key, label)
         return session.labels
+
+
+def _object_pixels(record: ObjectRecord) -> int | None:
+    """The pixels a record's object had when made; ``None`` when unknown (a replaced
+    object in an older sidecar, whose ``n_pixels`` leaves out the pixels it kept)."""
+    if record.object_pixels is not None:
+        return record.object_pixels
+    return None if record.replaced else record.n_pixels
 
 
 def _now() -> str:
@@ -304,6 +312,7 @@ def _record_of(entry: Any, settings: Mapping[str, Any] | None, now: str) -> Obje
         replaced=bool(entry.replaced),
         settings=settings,
         committed_at=now,
+        object_pixels=getattr(entry, "n_object", None),
     )
 
 

@@ -206,6 +206,7 @@ class _CommitsMixin:
                 replaced=e.cleared is not None,
                 keys=tuple(sorted(e.keys)),
                 propagation=dict(e.propagation) if e.propagation is not None else None,
+                n_object=e.n_object,
             )
             for e in entries
             if isinstance(e, _Commit)

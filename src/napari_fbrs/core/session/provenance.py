@@ -53,6 +53,7 @@ class _ProvenanceMixin:
                     replaced=entry.cleared is not None,
                     keys=keys,
                     propagation=dict(entry.propagation) if entry.propagation else None,
+                    n_object=entry.n_object,
                 )
             )
         found.reverse()
@@ -79,6 +80,7 @@ def _unchanged(labels: np.ndarray, entry: _Commit, keys: tuple[SliceKey, ...]) -
 def _remembered(
     label: int, key: SliceKey, clicks: tuple[SessionClick, ...], n_pixels: int
 ) -> CommittedObject:
+    n = int(n_pixels)
     return CommittedObject(
-        key=key, label=int(label), clicks=tuple(clicks), n_pixels=int(n_pixels), keys=(key,)
+        key=key, label=int(label), clicks=tuple(clicks), n_pixels=n, keys=(key,), n_object=n
     )

@@ -179,6 +179,10 @@ class CommittedObject:
     propagation : dict or None
         A propagation's ``axis``, ``direction``, ``stop_iou``, ``stop_slices``,
         ``regrowth`` and ``min_contrast``.
+    n_object : int or None
+        The id's pixels on ``keys`` right after the commit, when the commit made all of
+        them (the object there is its mask alone, kept pixels of a replaced object
+        included); ``None`` when the id also held other pixels there.
     """
 
     key: SliceKey
@@ -189,6 +193,7 @@ class CommittedObject:
     replaced: bool = False
     keys: tuple[SliceKey, ...] = ()
     propagation: Mapping[str, Any] | None = None
+    n_object: int | None = None
 
 
 @dataclass(frozen=True)
