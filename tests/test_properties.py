@@ -308,6 +308,20 @@ class SessionMachine(RuleBasedStateMachine):
             np.testing.assert_array_equal(got.astype(np.int64), self.expected.astype(np.int64))
             assert got.min() >= 0  # nothing wrapped into negative ids
 
+    @invariant()
+    def reproducible_objects_are_as_their_commits_made_them(self):
+        if not hasattr(self, "session"):
+            return
+        labels = self.session.labels
+        seen = set()
+        for obj in self.session.reproducible_objects():
+            assert obj.clicks
+            pixels = sum(int((labels[k] == obj.label).sum()) for k in obj.keys)
+            assert pixels == obj.n_object > 0
+            for k in obj.keys:
+                assert (obj.label, k) not in seen  # one record per object and slice
+                seen.add((obj.label, k))
+
     def teardown(self):
         if hasattr(self, "session"):
             while self.session.can_undo:
