@@ -59,6 +59,14 @@ def test_an_edited_object_is_reproduced_by_its_latest_clicks():
     (obj,) = s.reproducible_objects()
     assert obj.label == 1 and obj.clicks == (SessionClick(20, 20, True), SessionClick(25, 30, True))
     assert obj.replaced and obj.n_pixels == int(disk(25, 30).sum())
+    # a later object, then object 1 corrected again: 1 keeps its place before 2 (it had its
+    # pixels first), with its latest clicks
+    _commit(s, [(8, 40, True)])
+    assert s.edit_object(1) == 2
+    s.add_click(26, 30, True)
+    s.predict()
+    s.commit()
+    assert [(o.label, len(o.clicks)) for o in s.reproducible_objects()] == [(1, 3), (2, 1)]
 
 
 def test_propagated_objects_and_remembered_ones_of_a_stack():

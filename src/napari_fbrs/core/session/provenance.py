@@ -26,11 +26,18 @@ class _ProvenanceMixin:
         Returns
         -------
         list of CommittedObject
-            Oldest commit first (the order in which replaying them writes each only over
-            background as the session did); remembered objects come first, ordered by id
-            and slice, with ``n_pixels`` their pixel count and ``keys`` their slice.
+            In the order the objects were first made (an object corrected with
+            :meth:`edit_object` keeps its place, with its latest clicks), so that replaying
+            them, each written only over background, gives what the session gave as far as
+            the objects do not overlap; remembered objects come first, ordered by id and
+            slice, with ``n_pixels`` their pixel count and ``keys`` their slice.
         """
         labels = self._labels
+        first: dict[tuple[int, SliceKey], int] = {}  # when each object was first made
+        for i, entry in enumerate(self._done):
+            if isinstance(entry, _Commit):
+                for k in entry.keys:
+                    first.setdefault((entry.label, k), i)
         seen: set[tuple[int, SliceKey]] = set()
         found: list[CommittedObject] = []
         for entry in reversed(self._done):
@@ -56,7 +63,9 @@ class _ProvenanceMixin:
                     n_object=entry.n_object,
                 )
             )
-        found.reverse()
+        # replayed in the order the objects were first made: an object corrected later
+        # (Edit object) had its pixels before the objects made after it
+        found.sort(key=lambda o: min(first[(o.label, k)] for k in o.keys))
         remembered = []
         for (label, key), (clicks, n_pixels) in sorted(self._known.items()):
             if (label, key) in seen or not clicks:
