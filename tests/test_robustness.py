@@ -459,6 +459,21 @@ def test_float64_beyond_the_float32_range_keeps_its_contrast(net):
     check_prob(p.add_click(8, 8), (16, 16))
 
 
+def test_a_contrast_window_too_narrow_for_float32_gives_no_warning():
+    """A window whose width underflows to 0 in float32 (found by hypothesis) is treated as
+    flat: values in [0, 1], no division-by-zero warning."""
+    import warnings
+
+    from napari_fbrs.core.image import to_unit_rgb
+
+    image = np.array([[1e-46, 2e-46], [3e-46, 0.0]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        unit = to_unit_rgb(image, contrast_limits=(1e-46, 3e-46))
+    assert unit.shape == (3, 2, 2) and np.isfinite(unit).all()
+    assert unit.min() >= 0.0 and unit.max() <= 1.0
+
+
 def test_the_predictor_copies_the_image(net):
     """Editing the caller's array after set_image changes nothing the predictor sees."""
     image = np.zeros((32, 32), np.uint8)

@@ -144,7 +144,11 @@ def _scale(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
             out = ((data - lo) / span).astype(np.float32)
     else:
-        out = (data.astype(np.float32) - np.float32(lo)) / np.float32(span)
+        span32 = np.float32(span)
+        if not (np.isfinite(span32) and span32 > 0):  # a span too small for float32
+            span32 = np.float32(1.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = (data.astype(np.float32) - np.float32(lo)) / span32
     out = np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(out, 0.0, 1.0, out=out)
 
