@@ -75,7 +75,7 @@ def check_propagation_options(args: argparse.Namespace, objects: list = ()) -> N
     """The stop rules go with ``--propagate`` (or objects of the clicks file that
     propagate) and lie in their ranges; sets the default ``--stop-iou``."""
     rules = args.stop_iou is not None or args.convex or args.min_contrast is not None
-    if not any(_propagates(obj, args) for obj in objects) and not args.propagate:
+    if not (args.propagate or any(obj.propagate for obj in objects)):
         if rules:
             raise UserError(
                 "--stop-iou, --convex and --min-contrast go with --propagate (or a propagate "

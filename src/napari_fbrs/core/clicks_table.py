@@ -38,9 +38,9 @@ def clicks_table_rows(objects: Sequence[CommittedObject]) -> list[list[str]]:
     depth = {len(obj.key) for obj in objects}
     if depth - {0, 1}:
         raise ValueError("a clicks file holds clicks on a 2D image or a z-stack (Z, H, W)")
-    stack = depth == {1}
     if depth == {0, 1}:
         raise ValueError("objects of a 2D image and of a stack cannot share a clicks file")
+    stack = depth == {1}
     propagate = any(obj.propagated for obj in objects)
     header = ["object"] + (["z"] if stack else []) + ["y", "x", "positive"]
     rows = [header + (["propagate"] if propagate else [])]

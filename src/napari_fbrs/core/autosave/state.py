@@ -238,10 +238,9 @@ class SessionState:
                 raise AutosaveError(f"the autosaved labels cannot be used: {exc}") from exc
         if labels and self.labels is not None:
             # their clicks, for edit_object (only where each still is as it was made)
+            known = [(o, _object_pixels(o)) for o in self.objects if o.clicks and not o.propagated]
             session.remember_objects(
-                (o.label, o.key, o.clicks, _object_pixels(o))
-                for o in self.objects
-                if o.clicks and not o.propagated and _object_pixels(o) is not None
+                (o.label, o.key, o.clicks, n) for o, n in known if n is not None
             )
         if clicks:
             session.set_all_clicks(mapping)
@@ -312,7 +311,7 @@ def _record_of(entry: Any, settings: Mapping[str, Any] | None, now: str) -> Obje
         replaced=bool(entry.replaced),
         settings=settings,
         committed_at=now,
-        object_pixels=getattr(entry, "n_object", None),
+        object_pixels=entry.n_object,
     )
 
 

@@ -196,18 +196,19 @@ class _CommitsMixin:
             ``max_history``).
         """
         entries = reversed(self._undone) if undone else self._done
-        return [
-            CommittedObject(
-                key=tuple(int(k) for k in e.key),
-                label=int(e.label),
-                clicks=tuple(e.obj.clicks),
-                propagated=bool(e.propagated),
-                n_pixels=int(e.where[0].size) if e.where else 0,
-                replaced=e.cleared is not None,
-                keys=tuple(sorted(e.keys)),
-                propagation=dict(e.propagation) if e.propagation is not None else None,
-                n_object=e.n_object,
-            )
-            for e in entries
-            if isinstance(e, _Commit)
-        ]
+        return [committed_object(e) for e in entries if isinstance(e, _Commit)]
+
+
+def committed_object(entry: _Commit) -> CommittedObject:
+    """The public record of a commit entry of the history."""
+    return CommittedObject(
+        key=tuple(int(k) for k in entry.key),
+        label=int(entry.label),
+        clicks=tuple(entry.obj.clicks),
+        propagated=bool(entry.propagated),
+        n_pixels=int(entry.where[0].size) if entry.where else 0,
+        replaced=entry.cleared is not None,
+        keys=tuple(sorted(entry.keys)),
+        propagation=dict(entry.propagation) if entry.propagation is not None else None,
+        n_object=entry.n_object,
+    )

@@ -3,8 +3,11 @@ clicks beside the labels, so that ``napari-fbrs segment --clicks`` redoes the wo
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from napari_fbrs.core.session.commits import committed_object
 from napari_fbrs.core.session.entries import _Commit
 from napari_fbrs.core.session.types import CommittedObject, SessionClick, SliceKey
 
@@ -30,7 +33,8 @@ class _ProvenanceMixin:
             :meth:`edit_object` keeps its place, with its latest clicks), so that replaying
             them, each written only over background, gives what the session gave as far as
             the objects do not overlap; remembered objects come first, ordered by id and
-            slice, with ``n_pixels`` their pixel count and ``keys`` their slice.
+            slice. ``n_pixels`` is each object's pixel count (``n_object``), not only the
+            pixels its last commit wrote.
         """
         labels = self._labels
         first: dict[tuple[int, SliceKey], int] = {}  # when each object was first made
@@ -50,19 +54,7 @@ class _ProvenanceMixin:
                 continue  # a later commit of this id changed one of its slices
             if not _unchanged(labels, entry, keys):
                 continue
-            found.append(
-                CommittedObject(
-                    key=tuple(int(k) for k in entry.key),
-                    label=int(entry.label),
-                    clicks=tuple(entry.obj.clicks),
-                    propagated=bool(entry.propagated),
-                    n_pixels=int(entry.n_object),
-                    replaced=entry.cleared is not None,
-                    keys=keys,
-                    propagation=dict(entry.propagation) if entry.propagation else None,
-                    n_object=entry.n_object,
-                )
-            )
+            found.append(replace(committed_object(entry), n_pixels=int(entry.n_object)))
         # replayed in the order the objects were first made: an object corrected later
         # (Edit object) had its pixels before the objects made after it
         found.sort(key=lambda o: min(first[(o.label, k)] for k in o.keys))
