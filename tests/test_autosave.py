@@ -61,6 +61,14 @@ def factory():
     return make_factory()
 
 
+def _disk_predictor():
+    """A predictor whose mask is a disk at the last positive click (so propagation carries
+    an object through every slice), small disks cleared at negative clicks."""
+    from test_session import DiskPredictor
+
+    return DiskPredictor(neg_radius=1.0)
+
+
 def make_stack(n: int = 4) -> np.ndarray:
     return np.random.default_rng(3).integers(0, 255, (n, H, W), dtype=np.uint8)
 
@@ -267,6 +275,47 @@ def test_replay_of_a_propagated_object(tmp_path, factory):
     fresh = SegmentationSession(stack, predictor_factory=factory)
     replay(Autosave.read(tmp_path / ("p" + SUFFIX)), fresh)
     np.testing.assert_array_equal(fresh.labels, s.labels)
+
+
+def test_a_restored_propagation_is_listed_with_its_clicks_until_changed(tmp_path):
+    stack = make_stack(5)
+    s = SegmentationSession(stack, predictor_factory=_disk_predictor)
+    s.add_click(20, 24, key=(2,))
+    s.predict((2,))
+    request = s.propagation_request((2,))
+    s.commit_propagation(request, s.compute_propagation(request))
+    s.add_click(8, 8, key=(4,))  # and one object on one slice
+    s.predict((4,))
+    s.commit((4,))
+    saver = Autosave(tmp_path / ("p" + SUFFIX))
+    saver.write_session(s)
+    made = [(o.label, o.key, o.propagated, o.keys) for o in s.reproducible_objects()]
+    assert made[0][2] and len(made[0][3]) > 1  # the propagation reached other slices
+
+    fresh = SegmentationSession(stack, predictor_factory=_disk_predictor)
+    Autosave(saver.path).load().restore(fresh)
+    objects = fresh.reproducible_objects()
+    assert [(o.label, o.key, o.propagated, o.keys) for o in objects] == made
+    assert objects[0].clicks == (SessionClick(20.0, 24.0, True),)
+    assert objects[0].n_pixels == int(np.count_nonzero(fresh.labels == 1))
+    # one pixel painted onto one of its slices: its clicks no longer make it
+    ys, xs = np.nonzero(fresh.labels[made[0][3][-1]] == 0)
+    fresh.labels[made[0][3][-1]][ys[0], xs[0]] = 1
+    assert [o.label for o in fresh.reproducible_objects()] == [2]
+    fresh.labels[made[0][3][-1]][ys[0], xs[0]] = 0
+    # propagated again in this session: the new commit describes it, listed once
+    fresh.add_click(20, 25, key=(2,))
+    fresh.predict((2,))
+    request = fresh.propagation_request((2,))
+    fresh.commit_propagation(request, fresh.compute_propagation(request), label=1, replace=True)
+    again = fresh.reproducible_objects()
+    assert [(o.label, o.clicks[-1]) for o in again] == [
+        (2, SessionClick(8.0, 8.0, True)),
+        (1, SessionClick(20.0, 25.0, True)),
+    ]
+    # records that do not fit the image are skipped, not raised
+    fresh.remember_propagations([(9, (7,), [(1, 2, True)], 3)])
+    assert 9 not in fresh._known_propagations
 
 
 def test_provenance_survives_the_bounded_undo_history_and_restores(tmp_path, factory):

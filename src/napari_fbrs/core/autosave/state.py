@@ -238,9 +238,13 @@ class SessionState:
                 raise AutosaveError(f"the autosaved labels cannot be used: {exc}") from exc
         if labels and self.labels is not None:
             # their clicks, for edit_object (only where each still is as it was made)
-            known = [(o, _object_pixels(o)) for o in self.objects if o.clicks and not o.propagated]
+            known = [(o, _object_pixels(o)) for o in self.objects if o.clicks]
+            known = [(o, n) for o, n in known if n is not None]
             session.remember_objects(
-                (o.label, o.key, o.clicks, n) for o, n in known if n is not None
+                (o.label, o.key, o.clicks, n) for o, n in known if not o.propagated
+            )
+            session.remember_propagations(
+                (o.label, o.key, o.clicks, n) for o, n in known if o.propagated
             )
         if clicks:
             session.set_all_clicks(mapping)

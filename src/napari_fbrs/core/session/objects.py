@@ -285,6 +285,28 @@ class _ObjectsMixin:
             except ValueError:  # not of this image: nothing to remember
                 continue
 
+    def remember_propagations(
+        self, objects: Iterable[tuple[int, SliceKey, Iterable[Sequence[Any]], int]]
+    ) -> None:
+        """Record objects propagated through the stack before this session (a restored
+        autosave), so that :meth:`reproducible_objects` lists them with their clicks.
+
+        Parameters
+        ----------
+        objects : iterable of (label, key, clicks, n_pixels)
+            Each propagation's id, the slice it started from, the clicks there
+            ``(y, x, positive)`` and the id's pixels in the whole stack when it was made.
+            A later record of the same id wins. A propagation is only listed while its id
+            still has exactly that many pixels. Records that do not fit the image are
+            skipped.
+        """
+        for label, key, clicks, n_pixels in objects:
+            try:
+                items = tuple(self._make_click(*_click_items(c)) for c in clicks)
+                self._known_propagations[int(label)] = (self.check_key(key), items, int(n_pixels))
+            except ValueError:  # not of this image: nothing to remember
+                continue
+
     def _known_object(self, label: int, key: SliceKey) -> _Object | None:
         """A remembered object (:meth:`remember_objects`) that is still as it was made."""
         known = self._known.get((label, key))

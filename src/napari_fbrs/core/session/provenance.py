@@ -21,10 +21,10 @@ class _ProvenanceMixin:
 
         An object (an id on the slices its commit wrote) qualifies when its last commit
         is still in the undo history, or it is remembered from a restored autosave
-        (:meth:`remember_objects`), and its pixels on those slices are still all and only
-        the ones that commit wrote: not painted, not partly overwritten, not merged with
-        another commit of the same id. A propagation counts as one object with the clicks
-        of the slice it started from.
+        (:meth:`remember_objects`, :meth:`remember_propagations`), and its pixels on those
+        slices are still all and only the ones that commit wrote: not painted, not partly
+        overwritten, not merged with another commit of the same id. A propagation counts as
+        one object with the clicks of the slice it started from.
 
         Returns
         -------
@@ -65,6 +65,14 @@ class _ProvenanceMixin:
             if int(np.count_nonzero(labels[key] == label)) != n_pixels:
                 continue  # changed since it was made
             remembered.append(_remembered(label, key, clicks, n_pixels))
+        committed = {e.label for e in self._done if isinstance(e, _Commit)}
+        for label, (key, clicks, n_pixels) in self._known_propagations.items():
+            if label in committed or not clicks:
+                continue  # changed (or made again) in this session
+            propagated = _remembered_propagation(labels, label, key, clicks, n_pixels)
+            if propagated is not None:
+                remembered.append(propagated)
+        remembered.sort(key=lambda o: (o.label, o.key))
         return remembered + found
 
 
@@ -84,4 +92,29 @@ def _remembered(
     n = int(n_pixels)
     return CommittedObject(
         key=key, label=int(label), clicks=tuple(clicks), n_pixels=n, keys=(key,), n_object=n
+    )
+
+
+def _remembered_propagation(
+    labels: np.ndarray,
+    label: int,
+    key: SliceKey,
+    clicks: tuple[SessionClick, ...],
+    n_pixels: int,
+) -> CommittedObject | None:
+    """A remembered propagation, if its id still has exactly the pixels it had when made."""
+    present = labels == label
+    if int(np.count_nonzero(present)) != n_pixels or not present[key].any():
+        return None
+    on_slice = present.reshape(present.shape[: len(key)] + (-1,)).any(axis=-1)
+    keys = tuple(tuple(int(i) for i in k) for k in np.argwhere(on_slice))
+    n = int(n_pixels)
+    return CommittedObject(
+        key=key,
+        label=int(label),
+        clicks=tuple(clicks),
+        n_pixels=n,
+        propagated=True,
+        keys=keys,
+        n_object=n,
     )
