@@ -133,7 +133,12 @@ def _median(values: list[float | None]) -> float | None:
 
 
 def benchmark(
-    models: list[str], modes: list[str], samples: list[Any], clicks: int, device: str
+    models: list[str],
+    modes: list[str],
+    samples: list[Any],
+    clicks: int,
+    device: str,
+    inference_copy: bool = True,
 ) -> list[dict[str, Any]]:
     """Time every mode on every image; modes are interleaved image by image.
 
@@ -158,6 +163,7 @@ def benchmark(
                 zoom_in=nf.ZoomIn(target_size=400),
                 prob_thresh=0.49,
                 lbfgs_maxfun=20,
+                inference_copy=inference_copy,
             )
             # warm-up (kernel selection, first allocations): untimed clicks
             predictors[mode].set_image(samples[0].image)
@@ -254,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
+        "--plain-network",
+        action="store_true",
+        help="run the networks as loaded (Predictor(inference_copy=False)): no folded, "
+        "channels-last copy",
+    )
+    parser.add_argument(
         "--data-root",
         type=Path,
         default=None,
@@ -275,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     samples = load_images(n_images, data_root)
 
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    rows = benchmark(models, args.modes, samples, n_clicks, device)
+    rows = benchmark(
+        models, args.modes, samples, n_clicks, device, inference_copy=not args.plain_network
+    )
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     result = {
         "benchmark": "click_latency",
@@ -297,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             "zoom_in_target_size": 400,
             "prob_thresh": 0.49,
             "lbfgs_maxfun": 20,
+            "inference_copy": not args.plain_network,
             "statistic": "median over images of the mean seconds per click",
             "order": "per model, images outer and modes inner (interleaved)",
         },

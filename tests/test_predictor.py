@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import napari_fbrs as nf
+from napari_fbrs.core.models.inference import inference_network
 from napari_fbrs.core.transforms import (
     bbox_iou,
     click_crop,
@@ -136,9 +137,11 @@ def test_bad_image_layouts_are_explained(net):
 
 
 def record_view_sizes(net) -> list[tuple[int, int]]:
-    """Make ``net`` append the (h, w) of every view its head sees to the returned list;
-    ``del net.logits_from_maps`` undoes it."""
+    """Make ``net`` append the (h, w) of every view its head sees to the returned list
+    (through the prediction copy the predictor runs, ``inference_network(net)``);
+    ``del inference_network(net).logits_from_maps`` undoes it."""
     seen: list[tuple[int, int]] = []
+    net = inference_network(net)
     orig = net.logits_from_maps
 
     def spy(image, maps):
@@ -156,7 +159,7 @@ def test_max_size_limits_what_the_network_sees(net):
         p.set_image(np.zeros((64, 128), np.uint8))
         prob = p.add_click(10, 100)
     finally:
-        del net.logits_from_maps
+        del inference_network(net).logits_from_maps
     assert seen == [(16, 32)]
     assert prob.shape == (64, 128)
 
@@ -196,7 +199,7 @@ def test_first_click_crop_shows_a_small_object_enlarged(net):
         p.add_click(20, 15)
         assert p.state.roi == (0, 39, 0, 29) and seen[-1] == (128, 96)
     finally:
-        del net.logits_from_maps
+        del inference_network(net).logits_from_maps
     p2 = nf.Predictor(net, mode="NoBRS", device="cpu", zoom_in=nf.ZoomIn(target_size=128))
     p2.set_image(image)
     p2.add_click(150, 480)
@@ -213,13 +216,13 @@ def test_beyond_border_keeps_a_border_object_centred_in_a_mirrored_view(net):
     rng = np.random.default_rng(1)
     image = (rng.random((300, 500)) * 255).astype(np.uint8)
     seen = []
-    orig = net.logits_from_maps
+    orig = inference_network(net).logits_from_maps
 
     def spy(view, maps):
         seen.append(view[0].clone())  # the (3, h, w) input, as the network gets it
         return orig(view, maps)
 
-    net.logits_from_maps = spy
+    inference_network(net).logits_from_maps = spy
     try:
         zoom = nf.ZoomIn(target_size=64, first_click_crop=64, beyond_border=True)
         p = nf.Predictor(net, mode="NoBRS", device="cpu", zoom_in=zoom, with_flip=False)
@@ -246,7 +249,7 @@ def test_beyond_border_keeps_a_border_object_centred_in_a_mirrored_view(net):
         p2.add_click(150, 480)
         assert p2.state.roi == (118, 181, 436, 499)
     finally:
-        del net.logits_from_maps
+        del inference_network(net).logits_from_maps
 
 
 def test_beyond_border_object_crops_are_not_clamped():
