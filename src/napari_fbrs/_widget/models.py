@@ -4,6 +4,7 @@ needed), warming it up in the background, and making the session's predictors.""
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,7 +115,19 @@ class ModelMixin:
                 if not info.bundled:
                     self._bridge.model_message.emit(f"{model}: cached at {path}", False)
             net = load_model(path, device=device)
+            # part of loading, not of a later click: an import holds the GIL throughout
+            # (scipy.optimize, first needed by the first optimising click, froze the GUI for
+            # 0.2 s then), and the prediction copy is made once per network
+            import scipy.optimize  # noqa: F401
+
+            from napari_fbrs.core.models.inference import inference_network
+
+            inference_network(net)
             self._nets.clear()  # keep one network in memory
+            # loading left many new long-lived objects; Python's next full collection
+            # (0.2 s over napari's objects, holding the GIL) comes now rather than during
+            # a click a few seconds later
+            gc.collect()
             self._nets[cache_key] = net
             return net
 
