@@ -273,6 +273,9 @@ class HRNetOCRFeatureExtractor(nn.Module):
         Output logit channels.
     """
 
+    #: the stem's norms see only their convolutions' outputs (``inference.fold_batch_norms``)
+    conv_norm_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
+
     def __init__(
         self,
         width: int,

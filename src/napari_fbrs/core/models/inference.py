@@ -36,9 +36,13 @@ _COPIES: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, InteractiveNet]] = (
 
 
 def fold_batch_norms(module: nn.Module) -> int:
-    """Merge each eval-mode ``BatchNorm2d`` that directly follows a ``Conv2d`` inside an
-    ``nn.Sequential`` into that convolution, in place (the norm becomes ``nn.Identity``).
+    """Merge each eval-mode ``BatchNorm2d`` that directly follows a ``Conv2d`` into that
+    convolution, in place (the norm becomes ``nn.Identity``).
 
+    A norm directly follows a convolution when it is the next module of an
+    ``nn.Sequential``, or when a module lists the pair in its ``conv_norm_pairs`` attribute
+    (attribute names ``(conv, norm)``, for blocks whose ``forward`` applies the norm to the
+    convolution's output and to nothing else; a ``Sequential`` conv means its last module).
     Only for inference: the folded module no longer has the original state-dict keys.
 
     Parameters
@@ -52,33 +56,45 @@ def fold_batch_norms(module: nn.Module) -> int:
         Number of norms folded.
     """
     folded = 0
-    for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
-        names = list(seq._modules)
-        for conv_name, norm_name in zip(names[:-1], names[1:], strict=True):
-            conv, norm = seq._modules[conv_name], seq._modules[norm_name]
-            if not (
-                isinstance(conv, nn.Conv2d)
-                and type(norm) is nn.BatchNorm2d
-                and norm.running_mean is not None
-                and norm.running_var is not None
-                and conv.out_channels == norm.num_features
-            ):
-                continue
-            with torch.no_grad():
-                gain = torch.rsqrt(norm.running_var + norm.eps)
-                if norm.affine:
-                    gain = gain * norm.weight
-                shift = -norm.running_mean * gain
-                if norm.affine:
-                    shift = shift + norm.bias
-                if conv.bias is not None:
-                    shift = shift + conv.bias * gain
-                weight = conv.weight * gain.reshape(-1, 1, 1, 1)
-            conv.weight = nn.Parameter(weight, requires_grad=False)
-            conv.bias = nn.Parameter(shift, requires_grad=False)
-            seq._modules[norm_name] = nn.Identity()
-            folded += 1
+    for parent in list(module.modules()):
+        pairs: list[tuple[str, str]] = []
+        if isinstance(parent, nn.Sequential):
+            names = list(parent._modules)
+            pairs.extend(zip(names[:-1], names[1:], strict=True))
+        pairs.extend(getattr(parent, "conv_norm_pairs", ()))
+        for conv_name, norm_name in pairs:
+            conv = parent._modules.get(conv_name)
+            if isinstance(conv, nn.Sequential) and len(conv) > 0:
+                conv = conv[-1]
+            if _fold_into(conv, parent._modules.get(norm_name)):
+                parent._modules[norm_name] = nn.Identity()
+                folded += 1
     return folded
+
+
+def _fold_into(conv: nn.Module | None, norm: nn.Module | None) -> bool:
+    """Fold ``norm`` into ``conv`` if both are of the kinds this can be done for."""
+    if not (
+        isinstance(conv, nn.Conv2d)
+        and type(norm) is nn.BatchNorm2d
+        and norm.running_mean is not None
+        and norm.running_var is not None
+        and conv.out_channels == norm.num_features
+    ):
+        return False
+    with torch.no_grad():
+        gain = torch.rsqrt(norm.running_var + norm.eps)
+        if norm.affine:
+            gain = gain * norm.weight
+        shift = -norm.running_mean * gain
+        if norm.affine:
+            shift = shift + norm.bias
+        if conv.bias is not None:
+            shift = shift + conv.bias * gain
+        weight = conv.weight * gain.reshape(-1, 1, 1, 1)
+    conv.weight = nn.Parameter(weight, requires_grad=False)
+    conv.bias = nn.Parameter(shift, requires_grad=False)
+    return True
 
 
 def _signature(net: nn.Module) -> tuple:

@@ -19,6 +19,8 @@ class BasicBlock(nn.Module):
     """
 
     expansion = 1
+    #: each norm sees only its convolution's output (see ``inference.fold_batch_norms``)
+    conv_norm_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
     def __init__(
         self,
@@ -60,6 +62,9 @@ class Bottleneck(nn.Module):
 
     Keys: ``conv1, bn1, conv2, bn2, conv3, bn3[, downsample.0, downsample.1]``.
     """
+
+    #: each norm sees only its convolution's output (see ``inference.fold_batch_norms``)
+    conv_norm_pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
     expansion = 4
 

@@ -40,6 +40,9 @@ class DilatedResNet(nn.Module):
         Normalisation layer factory.
     """
 
+    #: the stem's norms see only their convolutions' outputs (``inference.fold_batch_norms``)
+    conv_norm_pairs = (("conv1", "bn1"),)
+
     def __init__(
         self,
         block: type[nn.Module],
