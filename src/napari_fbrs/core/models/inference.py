@@ -5,8 +5,8 @@ In eval mode a ``BatchNorm2d`` is a per-channel affine map, so when it directly 
 convolution (the next module of an ``nn.Sequential``) it can be merged into that
 convolution's weights and bias. Channels-last weights make PyTorch's CPU (oneDNN) and CUDA
 convolutions run in NHWC, which suits the depthwise and 1x1 convolutions of the bundled
-model. Measured on 2 CPU cores, one flip-averaged 400 x 400 pass: ``fbrs_lite2`` 0.18 s ->
-0.08 s, ``hrnet18_ocr64`` 0.53 s -> 0.37 s, ``resnet34_dh128`` 0.84 s -> 0.77 s. Outputs
+model. Measured on 2 CPU cores, one flip-averaged 400 x 400 pass: ``fbrs_lite2`` 0.17 s ->
+0.08 s, ``hrnet18_ocr64`` 0.54 s -> 0.33 s, ``resnet34_dh128`` 0.85 s -> 0.76 s. Outputs
 agree with the original network to float32 rounding (about 1e-6 relative).
 
 The copy is made once per network and reused while the network's parameters and buffers
