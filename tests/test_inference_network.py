@@ -157,3 +157,26 @@ def test_predictions_are_those_of_the_network(mode):
         del net.encode_clicks
     for a, b in zip(fast, plain, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_a_network_made_under_inference_mode_or_one_that_cannot_be_copied():
+    with torch.inference_mode():
+        net = _net("fbrs_lite")
+    fast = inference_network(net)
+    assert fast is not net and inference_network(net) is fast
+    image = np.random.default_rng(0).integers(0, 255, (90, 110, 3), dtype=np.uint8)
+    p = nf.Predictor(net, mode="f-BRS-B", device="cpu", zoom_in=None)  # backpropagates
+    p.set_image(image)
+    p.add_click(40, 50)
+    assert p.add_click(20, 20, positive=False).shape == (90, 110)
+
+    class Uncopyable(type(net)):
+        def __deepcopy__(self, memo):
+            raise TypeError("cannot be copied")
+
+    odd = _net("fbrs_lite")
+    odd.__class__ = Uncopyable
+    assert inference_network(odd) is odd  # used as it is
+    p = nf.Predictor(odd, mode="NoBRS", device="cpu", zoom_in=None)
+    p.set_image(image)
+    assert p.add_click(40, 50).shape == (90, 110)

@@ -2,16 +2,18 @@
 weights in channels-last memory order.
 
 In eval mode a ``BatchNorm2d`` is a per-channel affine map, so when it directly follows a
-convolution (the next module of an ``nn.Sequential``) it can be merged into that
-convolution's weights and bias. Channels-last weights make PyTorch's CPU (oneDNN) and CUDA
-convolutions run in NHWC, which suits the depthwise and 1x1 convolutions of the bundled
-model. Measured on 2 CPU cores, one flip-averaged 400 x 400 pass: ``fbrs_lite2`` 0.17 s ->
-0.08 s, ``hrnet18_ocr64`` 0.54 s -> 0.33 s, ``resnet34_dh128`` 0.85 s -> 0.76 s. Outputs
-agree with the original network to float32 rounding (about 1e-6 relative).
+convolution (the next module of an ``nn.Sequential``, or a pair a block names in its
+``conv_norm_pairs``) it can be merged into that convolution's weights and bias.
+Channels-last weights make PyTorch's CPU (oneDNN) and CUDA convolutions run in NHWC, which
+suits the depthwise and 1x1 convolutions of the bundled model. Measured on 2 CPU cores,
+one flip-averaged 400 x 400 pass: ``fbrs_lite2`` 0.17 s -> 0.08 s, ``hrnet18_ocr64``
+0.54 s -> 0.33 s, ``resnet34_dh128`` 0.85 s -> 0.76 s. Outputs agree with the original
+network to float32 rounding (about 1e-6 relative).
 
 The copy is made once per network and reused while the network's parameters and buffers
 are unchanged (same storage, no in-place update since), so that the many predictors of a
-session share it; the network passed in is never modified.
+session share it; the network passed in is never modified. A network that cannot be copied
+is used as it is.
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ def _fold_into(conv: nn.Module | None, norm: nn.Module | None) -> bool:
 def _signature(net: nn.Module) -> tuple:
     """Changes when a parameter or buffer is replaced, moved or updated in place."""
     return tuple(
-        (t.data_ptr(), t._version, t.dtype, str(t.device))
+        # inference tensors (a network made under torch.inference_mode) keep no version
+        (t.data_ptr(), None if t.is_inference() else t._version, t.dtype, str(t.device))
         for t in chain(net.parameters(), net.buffers())
     )
 
@@ -126,14 +129,21 @@ def inference_network(net: InteractiveNet) -> InteractiveNet:
         cached = _COPIES.get(net)
         if cached is not None and cached[0] == signature:
             return cached[1]
-        # normal tensors even when called under inference_mode: BRS modes backpropagate
-        # through the copy
-        with torch.inference_mode(False), torch.no_grad():
-            fast = copy.deepcopy(net)
-            fold_batch_norms(fast)
-            device = next(chain(fast.parameters(), fast.buffers()), torch.empty(0)).device
-            if device.type in ("cpu", "cuda"):
-                fast = fast.to(memory_format=torch.channels_last)
-        fast.eval().requires_grad_(False)
+        try:
+            fast = _make_copy(net)
+        except Exception:  # noqa: BLE001 (a speed-up only: never a reason to fail)
+            fast = net
         _COPIES[net] = (signature, fast)
         return fast
+
+
+def _make_copy(net: InteractiveNet) -> InteractiveNet:
+    # normal tensors even when called under inference_mode: BRS modes backpropagate
+    # through the copy
+    with torch.inference_mode(False), torch.no_grad():
+        fast = copy.deepcopy(net)
+        fold_batch_norms(fast)
+        device = next(chain(fast.parameters(), fast.buffers()), torch.empty(0)).device
+        if device.type in ("cpu", "cuda"):
+            fast = fast.to(memory_format=torch.channels_last)
+    return fast.eval().requires_grad_(False)
