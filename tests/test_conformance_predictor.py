@@ -58,6 +58,11 @@ also ruled out: averaging the flip halves inside the loss, and the older referen
 masks (drawn in the image, then resized bilinearly into the view and scaled to a maximum
 of 1); both already break click 2.
 
+Since the predictor runs the network's prediction copy (batch norms folded, channels-last
+weights; 2026-11-27), rounding differs from the plain network's: with 1 to 4 threads the
+same seven cases miss, from the same clicks (``resnet34_dh128`` f-BRS-B click 3 now conforms
+with 2 to 4 threads and not with 1), and every other case conforms.
+
 Clicks from the listed one on are still compared: a case that misses there is reported as
 an expected failure with its numbers (never a silent pass), and one that conforms passes.
 """
@@ -85,7 +90,7 @@ SLOW_ARCHS = ["resnet101_dh256"]
 #: module docstring); measured with 1, 2, 3 and 4 torch threads (ResNet-101: 2).
 KNOWN_MISMATCHES: dict[tuple[str, str], int] = {
     ("resnet34_dh128", "f-BRS-A"): 4,
-    ("resnet34_dh128", "f-BRS-B"): 3,  # click 3 conforms with 1 or 3 threads only
+    ("resnet34_dh128", "f-BRS-B"): 3,  # click 3 conforms with some thread counts only
     ("resnet34_dh128", "f-BRS-C"): 4,
     ("hrnet32_ocr128", "f-BRS-A"): 3,
     ("hrnet32_ocr128", "f-BRS-B"): 3,
