@@ -90,13 +90,17 @@ def _api_mask(
     first_click_crop="auto",
     beyond_border: bool = True,
     trim_overshoot: bool = False,
+    min_crop: int = 200,
 ) -> np.ndarray:
     """The mask that the Python API gives for the same model, settings and clicks."""
     import napari_fbrs as nf
 
     net = nf.load_model(checkpoint, device="cpu")
     zoom = nf.ZoomIn(
-        target_size=400, first_click_crop=first_click_crop, beyond_border=beyond_border
+        target_size=400,
+        min_crop_size=min_crop,
+        first_click_crop=first_click_crop,
+        beyond_border=beyond_border,
     )
     predictor = nf.Predictor(
         net, mode=mode, device="cpu", with_flip=True, zoom_in=zoom, trim_overshoot=trim_overshoot
@@ -365,9 +369,29 @@ def test_trim_overshoot_is_the_apis(tiny_checkpoint, tmp_path, capsys):
     np.testing.assert_array_equal(tifffile.imread(out) > 0, expected)
 
 
+def test_min_crop_is_the_apis(tiny_checkpoint, tmp_path, capsys):
+    from napari_fbrs._sample_data import load_sample
+
+    out = tmp_path / "mask.tif"
+    clicks = [(150, 220, True), (140, 235, False), (165, 205, True)]
+    args = [a for y, x, pos in clicks for a in ("--click", f"{'+' if pos else '-'}{y},{x}")]
+    code, stdout, err = _segment(
+        capsys, "sample:photo", *args, "--mode", "NoBRS", "--min-crop", "48",
+        "--model", str(tiny_checkpoint), "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "first-click crop auto, min crop 48, crops past the border" in stdout
+    image = load_sample("photo")
+    expected = _api_mask(tiny_checkpoint, image, clicks, "NoBRS", min_crop=48)
+    np.testing.assert_array_equal(tifffile.imread(out) > 0, expected)
+    assert not np.array_equal(expected, _api_mask(tiny_checkpoint, image, clicks, "NoBRS"))
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
+        (["--min-crop", "4"], "--min-crop must be at least 8 pixels, not 4"),
+        (["--min-crop", "64", "--no-zoom-in"], "--min-crop needs ZoomIn"),
         (["--first-click-crop", "big"], "must be a number of pixels, 'auto' or 'off', not 'big'"),
         (["--first-click-crop", "4"], "--first-click-crop must be at least 8 pixels, not 4"),
         (["--first-click-crop", "64", "--no-zoom-in"], "--first-click-crop needs ZoomIn"),

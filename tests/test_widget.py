@@ -472,6 +472,16 @@ def test_the_smallest_side_default_is_the_predictors(viewer2d):
     assert widget.min_size_spin.value() == MIN_VIEW_SIZE
 
 
+def test_the_min_crop_default_is_segments(viewer2d):
+    """`napari-fbrs segment` replays a clicks file with the panel's default min crop."""
+    from napari_fbrs._widget.widget import PredictorSettings
+    from napari_fbrs.cli.segment import DEFAULT_MIN_CROP
+
+    assert PredictorSettings().zoom_min_crop == DEFAULT_MIN_CROP
+    _, widget = viewer2d.window.add_plugin_dock_widget("napari-fbrs", "f-BRS")
+    assert widget.zoom_min_crop_spin.value() == DEFAULT_MIN_CROP
+
+
 def test_first_click_crop_box_defaults_to_auto_and_takes_typed_sizes(viewer2d):
     _, widget = viewer2d.window.add_plugin_dock_widget("napari-fbrs", "f-BRS")
     box = widget.zoom_first_crop_box

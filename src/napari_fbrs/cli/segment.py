@@ -33,6 +33,9 @@ __all__ = ["add_parser", "as_2d_image", "parse_click", "read_image", "run"]
 SAMPLE_PREFIX = "sample:"
 MASK_SUFFIXES = (".tif", ".tiff", ".png")
 LABELS_SUFFIXES = (".tif", ".tiff")
+#: ZoomIn's smallest crop side when --min-crop is not given: the widget's default (its
+#: *min crop*), so that a clicks file saved from the panel replays as it was made there
+DEFAULT_MIN_CROP = 200
 _CLICK = re.compile(r"^\s*([-+]?)\s*(\d+(?:\.\d*)?)\s*,\s*(\d+(?:\.\d*)?)\s*$")
 
 
@@ -159,6 +162,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="how the first click is predicted: auto (default) on the whole image, then "
         "again zoomed in if the object found is small; N: in an N x N crop around it; "
         "off: on the whole image, as the paper",
+    )
+    parser.add_argument(
+        "--min-crop",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ZoomIn's smallest crop side in image pixels (default 200, as the widget's "
+        "ZoomIn min crop; smaller suits small objects, see the user guide)",
     )
     parser.add_argument(
         "--beyond-border",
@@ -378,6 +389,12 @@ def run(args: argparse.Namespace) -> int:
     check_thresh(args.thresh)
     if args.no_zoom_in and args.first_click_crop is not None:
         raise UserError("--first-click-crop needs ZoomIn; drop --no-zoom-in")
+    if args.min_crop is not None:
+        if args.no_zoom_in:
+            raise UserError("--min-crop needs ZoomIn; drop --no-zoom-in")
+        if args.min_crop < 8:
+            raise UserError(f"--min-crop must be at least 8 pixels, not {args.min_crop}")
+    min_crop = DEFAULT_MIN_CROP if args.min_crop is None else args.min_crop
     crop = first_click_crop("auto" if args.first_click_crop is None else args.first_click_crop)
 
     import napari_fbrs as nf
@@ -401,7 +418,10 @@ def run(args: argparse.Namespace) -> int:
             zoom_in=None
             if args.no_zoom_in
             else nf.ZoomIn(
-                target_size=400, first_click_crop=crop, beyond_border=args.beyond_border
+                target_size=400,
+                min_crop_size=min_crop,
+                first_click_crop=crop,
+                beyond_border=args.beyond_border,
             ),
             prob_thresh=args.thresh,
             trim_overshoot=args.trim_overshoot,
@@ -424,7 +444,8 @@ def run(args: argparse.Namespace) -> int:
         "zoom-in off"
         if args.no_zoom_in
         else f"zoom-in on, first-click crop {crop or 'off'}, "
-        f"crops {'past' if args.beyond_border else 'inside'} the border",
+        + ("" if min_crop == DEFAULT_MIN_CROP else f"min crop {min_crop}, ")
+        + f"crops {'past' if args.beyond_border else 'inside'} the border",
         f"threshold {args.thresh:g}",
     ]
     if args.trim_overshoot:
