@@ -279,11 +279,9 @@ class _ObjectsMixin:
             that do not fit the image (a slice or click outside it) are skipped.
         """
         for label, key, clicks, n_pixels in objects:
-            try:
-                items = tuple(self._make_click(*_click_items(c)) for c in clicks)
-                self._known[(int(label), self.check_key(key))] = (items, int(n_pixels))
-            except ValueError:  # not of this image: nothing to remember
-                continue
+            known = self._known_clicks(key, clicks)
+            if known is not None:
+                self._known[(int(label), known[0])] = (known[1], int(n_pixels))
 
     def remember_propagations(
         self, objects: Iterable[tuple[int, SliceKey, Iterable[Sequence[Any]], int]]
@@ -301,11 +299,18 @@ class _ObjectsMixin:
             skipped.
         """
         for label, key, clicks, n_pixels in objects:
-            try:
-                items = tuple(self._make_click(*_click_items(c)) for c in clicks)
-                self._known_propagations[int(label)] = (self.check_key(key), items, int(n_pixels))
-            except ValueError:  # not of this image: nothing to remember
-                continue
+            known = self._known_clicks(key, clicks)
+            if known is not None:
+                self._known_propagations[int(label)] = (*known, int(n_pixels))
+
+    def _known_clicks(
+        self, key: SliceKey, clicks: Iterable[Sequence[Any]]
+    ) -> tuple[SliceKey, tuple[SessionClick, ...]] | None:
+        """A remembered record's slice and clicks; ``None`` when they do not fit the image."""
+        try:
+            return self.check_key(key), tuple(self._make_click(*_click_items(c)) for c in clicks)
+        except ValueError:  # not of this image: nothing to remember
+            return None
 
     def _known_object(self, label: int, key: SliceKey) -> _Object | None:
         """A remembered object (:meth:`remember_objects`) that is still as it was made."""

@@ -65,7 +65,7 @@ class _ProvenanceMixin:
             if int(np.count_nonzero(labels[key] == label)) != n_pixels:
                 continue  # changed since it was made
             remembered.append(_remembered(label, key, clicks, n_pixels))
-        committed = {e.label for e in self._done if isinstance(e, _Commit)}
+        committed = {label for label, _ in seen}  # ids with a commit in the history
         for label, (key, clicks, n_pixels) in self._known_propagations.items():
             if label in committed or not clicks:
                 continue  # changed (or made again) in this session
@@ -108,13 +108,4 @@ def _remembered_propagation(
         return None
     on_slice = present.reshape(present.shape[: len(key)] + (-1,)).any(axis=-1)
     keys = tuple(tuple(int(i) for i in k) for k in np.argwhere(on_slice))
-    n = int(n_pixels)
-    return CommittedObject(
-        key=key,
-        label=int(label),
-        clicks=tuple(clicks),
-        n_pixels=n,
-        propagated=True,
-        keys=keys,
-        n_object=n,
-    )
+    return replace(_remembered(label, key, clicks, n_pixels), propagated=True, keys=keys)
