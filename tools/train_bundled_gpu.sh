@@ -5,7 +5,8 @@
 # Usage: bash tools/train_bundled_gpu.sh SECONDS [INIT] [LR] [PASTE]   (INIT: default fbrs-lite)
 # (INIT .trainpack/init_lite2.pt trains the larger fbrs_lite2: the file names its architecture.)
 # Environment: STACK=1 adds .trainpack/stack; SEED (0) picks the sample sequence (a run from
-# step 0 with the same seed sees the same crops as the runs before it); BATCH (32) and CROP (320) size the samples; CKPT_EVERY (default 2000) and KEEP (default 2)
+# step 0 with the same seed sees the same crops as the runs before it); STEPS (20000, or fewer when
+# --time-limit cuts the schedule) sets the run's length; BATCH (32) and CROP (320) size the samples; CKPT_EVERY (default 2000) and KEEP (default 2)
 # set the snapshots; LAST_COPY=PATH keeps a copy of last.pt (fp32, with the optimiser); FP16=1 exports every snapshot to $OUT/step_<n>.pt while training runs
 # (fp16: 6.7 MB each for fbrs_lite, 9.6 MB for fbrs_lite2), so that snapshots come back even
 # when the call's time limit cuts the run, and drops the fp32 files at the end.
@@ -25,7 +26,7 @@ export_snapshots() {  # fp16 copies of the snapshots written so far (a snapshot 
 }
 python3 -m napari_fbrs train --data "$data" --out "$OUT/run" \
   --init "${2:-fbrs-lite}" --device cuda --batch-size "${BATCH:-32}" --crop "${CROP:-320}" --lr "${3:-3e-4}" \
-  --paste "${4:-0}" --seed "${SEED:-0}" --steps 20000 --workers "$workers" --time-limit "${1:-420}" \
+  --paste "${4:-0}" --seed "${SEED:-0}" --steps "${STEPS:-20000}" --workers "$workers" --time-limit "${1:-420}" \
   --checkpoint-every "${CKPT_EVERY:-2000}" --log-every 100 --keep-snapshots "${KEEP:-2}" &
 trainer=$!
 if [ "${FP16:-0}" = 1 ]; then
