@@ -510,7 +510,7 @@ def test_clicks_files_separated_by_semicolons_or_tabs(tmp_path, sep):
     path = tmp_path / "clicks.csv"  # with a byte-order mark, as spreadsheets write it
     path.write_text("\ufeff" + "".join(sep.join(r) + "\n" for r in rows), encoding="utf-8")
     (obj,) = read_clicks_file(path)
-    assert obj.name == "a" and obj.clicks == ((None, 1.5, 2.0, False), (None, 3.0, 4.0, True))
+    assert obj.name == "a" and obj.clicks == (((), 1.5, 2.0, False), ((), 3.0, 4.0, True))
 
 
 def test_napari_points_csv_gives_one_object_per_point(tiny_checkpoint, tmp_path, capsys):
@@ -635,6 +635,99 @@ def test_a_propagate_column_carries_only_its_objects(tiny_checkpoint, tmp_path, 
     _assert_user_error(code, err, "line 2: propagate must be true or false, got 'maybe'")
     code, _, err = _segment_clicks(capsys, tmp_path, "sample:photo", "y,x,propagate\n1,2,yes\n")
     _assert_user_error(code, err, "the propagate column of")
+
+
+def _tz_stack(tmp_path, t=4, z=2):
+    from napari_fbrs._sample_data import load_sample
+
+    grey = load_sample("photo")[..., 1]
+    path = tmp_path / "tz.tif"
+    tifffile.imwrite(path, np.broadcast_to(grey, (t, z, *grey.shape)), photometric="minisblack")
+    return path, grey
+
+
+def test_a_stack_with_two_slice_axes_takes_one_column_per_axis(tiny_checkpoint, tmp_path, capsys):
+    path, grey = _tz_stack(tmp_path)
+    text = f"object,axis-0,axis-1,y,x\na,2,1,{CUP[0]},{CUP[1]}\n"
+    out = tmp_path / "labels.tif"
+    code, stdout, err = _segment_clicks(
+        capsys, tmp_path, path, text, *_tiny_nobrs(tiny_checkpoint), out=out.name
+    )
+    assert code == 0, err
+    labels = tifffile.imread(out)
+    assert labels.shape == (4, 2, *PHOTO_SHAPE)
+    expected = _api_mask(tiny_checkpoint, grey, [(*CUP, True)], "NoBRS")
+    np.testing.assert_array_equal(labels[2, 1] == 1, expected)
+    assert (labels != 0).any(axis=(2, 3)).sum() == 1  # that slice only
+    assert stdout.splitlines()[0] == f"image: {path} (4 x 2 slices of 300x450 gray uint8)"
+    code, _, err = _segment_clicks(capsys, tmp_path, path, f"z,y,x\n1,{CUP[0]},{CUP[1]}\n")
+    _assert_user_error(code, err, "stack of 4 x 2 slices", "columns axis-0, axis-1")
+    code, _, err = _segment_clicks(capsys, tmp_path, path, "axis-0,axis-1,y,x\n4,0,1,2\n")
+    _assert_user_error(code, err, "the stack has slices 0..3, 0..1")
+
+
+def test_a_propagation_follows_the_files_axis_direction_and_stop_slices(
+    tiny_checkpoint, tmp_path, capsys
+):
+    # as the panel writes it: walked along t (axis 0) from t = 1, forward, not into t = 3
+    path, grey = _tz_stack(tmp_path)
+    header = "object,axis-0,axis-1,y,x,positive,propagate,propagate_axis,direction,stop_iou,"
+    text = (
+        header + "regrowth,min_contrast,stop_slices\n"
+        f"4,1,1,{CUP[0]},{CUP[1]},true,true,0,forward,0.2,,,3\n"
+    )
+    out = tmp_path / "labels.tif"
+    code, stdout, err = _segment_clicks(
+        capsys, tmp_path, path, text, *_tiny_nobrs(tiny_checkpoint), out=out.name
+    )
+    assert code == 0, err
+    labels = tifffile.imread(out)
+    on = (labels == 4).any(axis=(2, 3))
+    assert on.tolist() == [[False, False], [False, True], [False, True], [False, False]]
+    np.testing.assert_array_equal(
+        labels[1, 1] == 4, _api_mask(tiny_checkpoint, grey, [(*CUP, True)], "NoBRS")
+    )
+    assert "on 2 slices" in stdout
+    # without the file's settings: the last axis (z), both ways
+    plain = f"object,axis-0,axis-1,y,x,propagate\n4,1,1,{CUP[0]},{CUP[1]},true\n"
+    code, _, err = _segment_clicks(
+        capsys, tmp_path, path, plain, "--stop-iou", "0.2", *_tiny_nobrs(tiny_checkpoint),
+        out=out.name,
+    )  # fmt: skip
+    assert code == 0, err
+    on = (tifffile.imread(out) == 4).any(axis=(2, 3))
+    assert on.tolist() == [[False, False], [True, True], [False, False], [False, False]]
+    bad = text.replace(",0,forward,", ",2,forward,")
+    code, _, err = _segment_clicks(capsys, tmp_path, path, bad)
+    _assert_user_error(code, err, "object 4: propagate_axis 2 is not a slice axis")
+
+
+def test_command_line_stop_rules_apply_to_every_object_over_the_files():
+    import argparse
+
+    from napari_fbrs.cli.clicks_file import ObjectClicks, PropagationSettings
+    from napari_fbrs.cli.segment_objects import _propagation
+    from napari_fbrs.core.session.propagation import CONVEX_REGROWTH
+
+    given = ObjectClicks("1", (((0,), 1.0, 2.0, True),), True, PropagationSettings(
+        direction=-1, stop_iou=0.7, regrowth=0.3, min_contrast=0.6, stop_slices=(4,)
+    ))  # fmt: skip
+    unset = ObjectClicks("2", (((0,), 1.0, 2.0, True),), True)
+    none = argparse.Namespace(stop_iou=None, convex=False, min_contrast=None)
+    every = argparse.Namespace(stop_iou=0.3, convex=True, min_contrast=0.9)
+    assert _propagation(given, none) == {
+        "axis": None, "direction": -1, "stop_iou": 0.7, "stop_slices": (4,),
+        "regrowth": 0.3, "min_contrast": 0.6,
+    }  # fmt: skip
+    assert _propagation(unset, none) == {
+        "axis": None, "direction": 0, "stop_iou": 0.5, "stop_slices": (),
+        "regrowth": None, "min_contrast": None,
+    }  # fmt: skip
+    for obj in (given, unset):
+        chosen = _propagation(obj, every)
+        assert (chosen["stop_iou"], chosen["regrowth"], chosen["min_contrast"]) == (
+            0.3, CONVEX_REGROWTH, 0.9,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize(

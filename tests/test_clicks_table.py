@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from napari_fbrs.cli.clicks_file import read_clicks_file
+from napari_fbrs.cli.clicks_file import PropagationSettings, read_clicks_file
 from napari_fbrs.core.clicks_table import clicks_table_rows, write_clicks_table
 from napari_fbrs.core.session import SegmentationSession, SessionClick
 from test_session import DiskPredictor, H, W, disk
@@ -83,9 +85,10 @@ def test_propagated_objects_and_remembered_ones_of_a_stack():
     assert objects[1].keys == ((0,), (1,), (2,), (3,))
     rows = clicks_table_rows(objects)
     assert rows == [
-        ["object", "z", "y", "x", "positive", "propagate"],
-        ["7", "3", "5", "40", "true", "false"],
-        ["1", "1", "20", "25", "true", "true"],
+        ["object", "z", "y", "x", "positive", "propagate"]
+        + ["direction", "stop_iou", "regrowth", "min_contrast", "stop_slices"],
+        ["7", "3", "5", "40", "true", "false", "", "", "", "", ""],
+        ["1", "1", "20", "25", "true", "true", "both", "0.5", "", "", ""],
     ]
 
 
@@ -97,21 +100,78 @@ def test_the_written_file_reads_back_as_the_same_objects(tmp_path):
     assert path.read_text().splitlines()[0] == "object,z,y,x,positive"
     objects = read_clicks_file(path)
     assert [(o.name, o.clicks, o.propagate) for o in objects] == [
-        ("1", ((0, 10.5, 12.0, True), (0, 35.0, 40.0, False)), False),
-        ("5", ((2, 30.0, 30.0, True),), False),
+        ("1", (((0,), 10.5, 12.0, True), ((0,), 35.0, 40.0, False)), False),
+        ("5", (((2,), 30.0, 30.0, True),), False),
     ]
 
 
-def test_a_2d_image_has_no_z_column_and_several_slice_axes_are_refused(tmp_path):
+def test_a_2d_image_has_no_slice_column_and_several_slice_axes_have_one_each(tmp_path):
     s = SegmentationSession(_image(), predictor_factory=DiskPredictor)
     _commit(s, [(10, 10, True)])
     assert clicks_table_rows(s.reproducible_objects()) == [
         ["object", "y", "x", "positive"],
         ["1", "10", "10", "true"],
     ]
-    s4 = SegmentationSession(np.stack([_image(2)] * 2), predictor_factory=DiskPredictor)
-    _commit(s4, [(10, 10, True)], key=(1, 0))
-    target = tmp_path / "clicks.csv"
-    with pytest.raises(ValueError, match="a 2D image or a z-stack"):
-        write_clicks_table(target, s4.reproducible_objects())
-    assert not target.exists()
+    s4 = SegmentationSession(np.stack([_image(3)] * 2), predictor_factory=DiskPredictor)
+    _commit(s4, [(10, 10, True), (30, 30, False)], key=(1, 2))
+    _commit(s4, [(35, 20, True)], key=(0, 1))
+    path = write_clicks_table(tmp_path / "clicks.csv", s4.reproducible_objects())
+    assert path.read_text().splitlines() == [
+        "object,axis-0,axis-1,y,x,positive",
+        "1,1,2,10,10,true",
+        "1,1,2,30,30,false",
+        "2,0,1,35,20,true",
+    ]
+    assert [(o.name, o.clicks) for o in read_clicks_file(path)] == [
+        ("1", (((1, 2), 10.0, 10.0, True), ((1, 2), 30.0, 30.0, False))),
+        ("2", (((0, 1), 35.0, 20.0, True),)),
+    ]
+    with pytest.raises(ValueError, match="a 2D image and of a stack"):
+        clicks_table_rows(s.reproducible_objects() + s4.reproducible_objects())
+
+
+def test_a_propagation_is_written_with_its_axis_and_settings_and_read_back(tmp_path):
+    # (t, z, y, x): the object is walked along t (axis 0), forward only, not into t = 3
+    s = SegmentationSession(np.stack([_image(2)] * 5), predictor_factory=_small_negatives)
+    s.add_click(20, 25, key=(1, 1))
+    s.add_click(5, 5, False, key=(1, 1))
+    s.predict((1, 1))
+    request = s.propagation_request(
+        (1, 1), axis=0, direction=1, stop_iou=0.4, stop_slices=[3], min_contrast=0.75
+    )
+    s.commit_propagation(request, s.compute_propagation(request))
+    (obj,) = s.reproducible_objects()
+    assert obj.keys == ((1, 1), (2, 1))
+    path = write_clicks_table(tmp_path / "clicks.csv", [obj])
+    assert path.read_text().splitlines() == [
+        "object,axis-0,axis-1,y,x,positive,propagate,propagate_axis,direction,stop_iou,"
+        "regrowth,min_contrast,stop_slices",
+        "1,1,1,20,25,true,true,0,forward,0.4,,0.75,3",
+        "1,1,1,5,5,false,true,0,forward,0.4,,0.75,3",
+    ]
+    (back,) = read_clicks_file(path)
+    assert back.propagate and back.clicks[0] == ((1, 1), 20.0, 25.0, True)
+    assert back.settings == PropagationSettings(
+        axis=0, direction=1, stop_iou=0.4, regrowth=None, min_contrast=0.75, stop_slices=(3,)
+    )
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (["1,0,1,2,yes,sideways"], "line 2: direction must be both, forward or backward"),
+        (["1,0,1,2,yes,both,1.5"], "line 2: stop_iou must lie strictly between 0 and 1"),
+        (["1,0,1,2,yes,both,0.5,-1"], "line 2: regrowth must be positive"),
+        (["1,0,1,2,yes,both,0.5,,2"], "line 2: min_contrast must lie in (0, 1]"),
+        (["1,0,1,2,yes,both,0.5,,,x"], "line 2: stop_slices must be a slice index"),
+        (["1,0,1,2,yes,both,0.5", "1,0,3,4,yes,both,0.6"], "line 3: object '1' has stop_iou"),
+    ],
+)
+def test_bad_propagation_settings_are_reported_by_line(tmp_path, rows, message):
+    from napari_fbrs.cli import UserError
+
+    path = tmp_path / "clicks.csv"
+    header = "object,z,y,x,propagate,direction,stop_iou,regrowth,min_contrast,stop_slices"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    with pytest.raises(UserError, match=re.escape(message)):
+        read_clicks_file(path)

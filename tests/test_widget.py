@@ -1025,7 +1025,7 @@ def test_propagation_stop_rules_come_from_the_panel(make_napari_viewer):
     assert objects.data.any(axis=(1, 2)).all()  # identical slices: no rule stops early
 
 
-def test_propagation_along_t(make_napari_viewer):
+def test_propagation_along_t(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     viewer.add_image(np.stack([np.stack([make_image()] * 3)] * 3), name="img")  # (t, z)
     widget = open_widget(viewer)
@@ -1037,6 +1037,15 @@ def test_propagation_along_t(make_napari_viewer):
     data = viewer.layers[OBJECTS_LAYER].data
     assert data[:, 1].any(axis=(1, 2)).all()  # every t at z = 1
     assert not data[:, [0, 2]].any()  # no other z
+    # its clicks file: one column per slice axis (napari starts t in the middle: t = 1),
+    # and the walk's axis and settings
+    widget.save_objects(tmp_path / "objects.tif")
+    assert "the clicks of 1 of them to objects_clicks.csv" in widget.status_label.text()
+    assert (tmp_path / "objects_clicks.csv").read_text().splitlines() == [
+        "object,axis-0,axis-1,y,x,positive,propagate,propagate_axis,direction,stop_iou,"
+        "regrowth,min_contrast,stop_slices",
+        "1,1,1,20,25,true,true,0,both,0.5,,,",
+    ]
 
 
 def test_cancelling_a_propagation_writes_nothing(make_napari_viewer, qtbot, monkeypatch):

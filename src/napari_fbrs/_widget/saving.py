@@ -95,7 +95,7 @@ class SavingMixin:
         path = labels_path.with_name(f"{labels_path.stem}_clicks.csv")
         try:
             write_clicks_table(path, objects)
-        except ValueError as exc:  # a stack with several slice axes: no z column fits
+        except ValueError as exc:  # objects with slice keys of different lengths
             return f" (their clicks were not saved: {exc})"
         except OSError as exc:
             notify.warning(f"f-BRS saved the objects but could not save their clicks: {exc}")

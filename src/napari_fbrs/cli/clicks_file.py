@@ -4,8 +4,10 @@ The file is CSV with a header row; column names are matched without regard to ca
 
 * ``y`` and ``x`` (or napari's ``axis-0`` and ``axis-1``, as *File > Save Selected Layers*
   writes a Points layer): the click in pixels, row and column;
-* ``z`` (for a stack; napari's 3D points: ``axis-0``, ``axis-1``, ``axis-2`` are z, y, x):
-  the slice, an integer index;
+* the slice, for a stack, integer indices: ``z`` along one axis, or ``axis-0``, ``axis-1``,
+  ... along several (``(t, z, y, x)``: ``axis-0`` is t, ``axis-1`` is z). A file of napari
+  points has only ``axis-<i>`` columns: the last two are y and x, the ones before them the
+  slice (3D points: ``axis-0`` is z);
 * ``object`` (optional): the object each click belongs to; the clicks of an object are
   applied in file order, and the objects are segmented in the order they first appear.
   Without it, every row is an object of its own (one positive click per object, as seed
@@ -13,7 +15,12 @@ The file is CSV with a header row; column names are matched without regard to ca
 * ``positive`` (optional): ``true``/``false``, ``1``/``0``, ``yes``/``no``; default true;
 * ``propagate`` (optional, yes/no like ``positive``): carry the object through the stack
   from its clicks' slice, as ``--propagate`` does for every object (the widget's *Save
-  objects* writes it for the objects it propagated).
+  objects* writes it for the objects it propagated), with that object's settings where
+  the file gives them (the same on each of its rows; an empty cell takes the command
+  line's option, whose defaults are the panel's): ``propagate_axis`` (the leading axis to
+  walk; default the last, z of ``(t, z, y, x)``), ``direction`` (``both``, ``forward``,
+  ``backward``), ``stop_iou``, ``regrowth``, ``min_contrast`` and ``stop_slices``
+  (indices along the axis not to enter, separated by spaces).
 
 Other columns (napari's ``index``, features) are ignored. Values may be separated by commas,
 semicolons or tabs (the header row tells which).
@@ -28,12 +35,37 @@ from pathlib import Path
 
 from napari_fbrs.cli import UserError
 
-__all__ = ["ObjectClicks", "read_clicks_file"]
+__all__ = ["ObjectClicks", "PropagationSettings", "read_clicks_file"]
 
 _TRUE = {"true", "1", "yes", "y", "t", "positive", "+"}
 _FALSE = {"false", "0", "no", "n", "f", "negative", "-"}
 #: a clicks file larger than this is not a clicks file
 MAX_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class PropagationSettings:
+    """How one object of a clicks file propagates; ``None``: not given (the command line's
+    option applies).
+
+    Attributes
+    ----------
+    axis : int or None
+        The leading axis to walk (an index among the slice columns).
+    direction : int or None
+        ``0`` both ways, ``+1`` forward, ``-1`` backward.
+    stop_iou, regrowth, min_contrast : float or None
+        The stop rules of :func:`napari_fbrs.propagate`.
+    stop_slices : tuple of int or None
+        Indices along the axis not to enter.
+    """
+
+    axis: int | None = None
+    direction: int | None = None
+    stop_iou: float | None = None
+    regrowth: float | None = None
+    min_contrast: float | None = None
+    stop_slices: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -44,16 +76,24 @@ class ObjectClicks:
     ----------
     name : str
         The ``object`` value of its rows (its row number without that column).
-    clicks : tuple of (int or None, float, float, bool)
-        ``(z, y, x, positive)``: the slice (``None`` without a ``z`` column) and the click
-        in pixels, in file order.
+    clicks : tuple of (tuple of int, float, float, bool)
+        ``(slice, y, x, positive)``: the slice's indices along the leading axes (``()``
+        without slice columns) and the click in pixels, in file order.
     propagate : bool
         A row of the object says ``propagate`` yes.
+    settings : PropagationSettings
+        The object's propagation settings given in the file.
     """
 
     name: str
-    clicks: tuple[tuple[int | None, float, float, bool], ...]
+    clicks: tuple[tuple[tuple[int, ...], float, float, bool], ...]
     propagate: bool = False
+    settings: PropagationSettings = PropagationSettings()
+
+
+_DIRECTIONS = {"both": 0, "0": 0, "forward": 1, "+1": 1, "1": 1, "backward": -1, "-1": -1}
+_SETTING_COLUMNS = ("propagate_axis", "direction", "stop_iou", "regrowth", "min_contrast",
+                    "stop_slices")  # fmt: skip
 
 
 def _column(header: list[str], *names: str) -> int | None:
@@ -97,21 +137,13 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
         raise UserError(f"{path} holds no clicks: a header row (y,x[,object][,positive]) "
                         "and one row per click")  # fmt: skip
     header = rows[0]
-    if _column(header, "axis-2") is not None:  # napari's 3D points: z, y, x
-        z_col, y_col, x_col = (_column(header, f"axis-{i}") for i in range(3))
-    else:
-        z_col = _column(header, "z")
-        y_col = _column(header, "y", "axis-0")
-        x_col = _column(header, "x", "axis-1")
-    if y_col is None or x_col is None:
-        raise UserError(
-            f"{path}: the header {','.join(header)!r} has no y and x columns (or axis-0 and "
-            "axis-1, as napari saves points)"
-        )
+    slice_cols, y_col, x_col = _coordinate_columns(header, path)
     object_col = _column(header, "object")
     positive_col = _column(header, "positive")
     propagate_col = _column(header, "propagate")
-    objects: dict[str, list[tuple[int | None, float, float, bool]]] = {}
+    setting_cols = {name: _column(header, name) for name in _SETTING_COLUMNS}
+    objects: dict[str, list[tuple[tuple[int, ...], float, float, bool]]] = {}
+    settings: dict[str, dict[str, object]] = {}
     propagated: set[str] = set()
     for line, row in enumerate(rows[1:], start=2):
 
@@ -129,24 +161,24 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
             ) from None
         if not (math.isfinite(y) and math.isfinite(x)):
             raise UserError(f"{path}, line {line}: y and x must be finite numbers")
-        z = None
-        if z_col is not None:
-            try:
-                z_value = float(cell(z_col))
-            except ValueError:
-                z_value = -1.0
-            if not (math.isfinite(z_value) and z_value >= 0 and z_value == int(z_value)):
-                raise UserError(
-                    f"{path}, line {line}: z must be a slice index (0, 1, ...), got {cell(z_col)!r}"
-                )
-            z = int(z_value)
+        where = tuple(_index(cell(col), header[col], path, line) for col in slice_cols)
         positive = positive_col is None or _yes(cell(positive_col), "positive", path, line)
         name = cell(object_col) if object_col is not None else f"line {line}"
         if not name:
             raise UserError(f"{path}, line {line}: the object is empty")
-        objects.setdefault(name, []).append((z, y, x, positive))
+        objects.setdefault(name, []).append((where, y, x, positive))
         if propagate_col is not None and _yes(cell(propagate_col), "propagate", path, line):
             propagated.add(name)
+        known = settings.setdefault(name, {})
+        for column, col in setting_cols.items():
+            if col is None or col >= len(row) or not cell(col):
+                continue  # not given (a short row leaves its trailing settings empty)
+            value = _setting(column, cell(col), path, line)
+            if known.setdefault(column, value) != value:
+                raise UserError(
+                    f"{path}, line {line}: object {name!r} has {column} "
+                    f"{known[column]!r} on an earlier row and {cell(col)!r} here"
+                )
     out = []
     for name, clicks in objects.items():
         if not any(c[3] for c in clicks):
@@ -154,7 +186,22 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
             raise UserError(
                 f"{path}: {where} has no positive click; give each object at least one click on it"
             )
-        out.append(ObjectClicks(name, tuple(clicks), name in propagated))
+        given = settings[name]
+        out.append(
+            ObjectClicks(
+                name,
+                tuple(clicks),
+                name in propagated,
+                PropagationSettings(
+                    axis=given.get("propagate_axis"),  # type: ignore[arg-type]
+                    direction=given.get("direction"),  # type: ignore[arg-type]
+                    stop_iou=given.get("stop_iou"),  # type: ignore[arg-type]
+                    regrowth=given.get("regrowth"),  # type: ignore[arg-type]
+                    min_contrast=given.get("min_contrast"),  # type: ignore[arg-type]
+                    stop_slices=given.get("stop_slices"),  # type: ignore[arg-type]
+                ),
+            )
+        )
     return out
 
 
@@ -165,3 +212,63 @@ def _yes(value: str, column: str, path: Path, line: int) -> bool:
     if value in _FALSE:
         return False
     raise UserError(f"{path}, line {line}: {column} must be true or false, got {value!r}")
+
+
+def _coordinate_columns(header: list[str], path: Path) -> tuple[list[int], int, int]:
+    """``(slice columns, y column, x column)`` of ``header`` (see the module docstring)."""
+    axes = []
+    while _column(header, f"axis-{len(axes)}") is not None:
+        axes.append(_column(header, f"axis-{len(axes)}"))
+    y_col, x_col = _column(header, "y"), _column(header, "x")
+    if y_col is not None and x_col is not None:
+        z_col = _column(header, "z")
+        return ([z_col] if z_col is not None else axes), y_col, x_col
+    if len(axes) >= 2:  # napari's points: the last two axes are y and x
+        return axes[:-2], axes[-2], axes[-1]
+    raise UserError(
+        f"{path}: the header {','.join(header)!r} has no y and x columns (or axis-0 and "
+        "axis-1, as napari saves points)"
+    )
+
+
+def _index(value: str, column: str, path: Path, line: int) -> int:
+    """A slice index (0, 1, ...) from a cell of ``column``."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not (math.isfinite(number) and number >= 0 and number == int(number)):
+        raise UserError(
+            f"{path}, line {line}: {column.strip()} must be a slice index (0, 1, ...), "
+            f"got {value!r}"
+        )
+    return int(number)
+
+
+def _setting(column: str, value: str, path: Path, line: int) -> object:
+    """The value of a propagation setting's cell (non-empty), checked."""
+    where = f"{path}, line {line}: {column}"
+    if column == "propagate_axis":
+        return _index(value, column, path, line)
+    if column == "direction":
+        if value.lower() not in _DIRECTIONS:
+            raise UserError(f"{where} must be both, forward or backward, got {value!r}")
+        return _DIRECTIONS[value.lower()]
+    if column == "stop_slices":
+        return tuple(
+            sorted({_index(v, column, path, line) for v in value.replace(";", " ").split()})
+        )
+    try:
+        number = float(value)
+    except ValueError:
+        raise UserError(f"{where} must be a number, got {value!r}") from None
+    ok = {
+        "stop_iou": 0.0 < number < 1.0,
+        "regrowth": number > 0.0 and math.isfinite(number),
+        "min_contrast": 0.0 < number <= 1.0,
+    }[column]
+    if not ok:
+        ranges = {"stop_iou": "lie strictly between 0 and 1", "regrowth": "be positive",
+                  "min_contrast": "lie in (0, 1]"}  # fmt: skip
+        raise UserError(f"{where} must {ranges[column]}, got {value!r}")
+    return number

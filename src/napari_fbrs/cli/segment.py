@@ -60,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Segment one object in a 2D image from positive and negative clicks with f-BRS, "
             "print the time per click, and write the mask (uint8, 0/255); or, with --clicks, "
-            "many objects of a 2D image or a z-stack into one label image."
+            "many objects of a 2D image or a stack (z, t, ...) into one label image."
         ),
     )
     # "-12,40" (a negative click) must be read as a value, not as an unknown option
@@ -83,15 +83,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=Path,
         metavar="FILE.csv",
         help="many objects: a CSV file of clicks with columns y, x and optionally object, "
-        "positive and, for a stack, z (or napari's saved points: axis-0, axis-1[, axis-2]); "
-        "each object is segmented in turn and --out is a label image (TIFF), one id per "
-        "object",
+        "positive and, for a stack, z (several slice axes: axis-0, axis-1, ...; napari's "
+        "saved points: axis-0, ..., the last two being y and x); each object is segmented "
+        "in turn and --out is a label image (TIFF), one id per object; the propagate "
+        "columns the panel writes are followed",
     )
     parser.add_argument(
         "--propagate",
         action="store_true",
         help="with --clicks on a stack: carry each object from its clicked slice through "
-        "the stack (both ways) and write it on every slice reached",
+        "the stack (both ways, along the last slice axis, unless the file says otherwise for "
+        "the object) and write it on every slice reached",
     )
     parser.add_argument(
         "--stop-iou",
@@ -99,13 +101,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         metavar="F",
         help="--propagate stops where the object's IoU with the previous slice falls "
-        "below this (default 0.5)",
+        "below this (default: the object's stop_iou in the clicks file, else 0.5; given here, "
+        "it applies to every object)",
     )
     parser.add_argument(
         "--convex",
         action="store_true",
         help="--propagate stops where a shrinking object's area grows again (nuclei, "
-        "cells: the walk entering a touching neighbour)",
+        "cells: the walk entering a touching neighbour), for every object (without it: the "
+        "object's regrowth in the clicks file, else off)",
     )
     parser.add_argument(
         "--min-contrast",
@@ -113,7 +117,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         metavar="F",
         help="--propagate stops where the object's brightness above the background falls "
-        "below F times the start slice's (bright objects on a dark background)",
+        "below F times the start slice's (bright objects on a dark background), for every "
+        "object (default: the object's min_contrast in the clicks file, else off)",
     )
     parser.add_argument(
         "--out",
@@ -306,12 +311,13 @@ def _canonical_mode(text: str) -> str:
     return mode
 
 
-def _describe(image: np.ndarray, rgb: bool | None = None, stack: int = 0) -> str:
+def _describe(image: np.ndarray, rgb: bool | None = None, stack: tuple[int, ...] = ()) -> str:
     if rgb is None:  # one 2D image
         rgb = image.ndim == 3
     h, w = image.shape[-3:-1] if rgb else image.shape[-2:]
     kind = "gray" if not rgb else ("RGB" if image.shape[-1] == 3 else "RGBA")
-    return f"{f'{stack} slices of ' if stack else ''}{h}x{w} {kind} {image.dtype}"
+    slices = f"{' x '.join(str(n) for n in stack)} slices of " if stack else ""
+    return f"{slices}{h}x{w} {kind} {image.dtype}"
 
 
 def _write_mask(path: Path, mask: np.ndarray) -> None:
@@ -377,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         many_objects.check_propagation_options(args)
         clicks = [parse_click(text) for text in args.click]
-        image, rgb, stack = as_2d_image(read_image(args.image), args.image), None, 0
+        image, rgb, stack = as_2d_image(read_image(args.image), args.image), None, ()
     h, w = (image.shape[-3:-1] if rgb else image.shape[-2:]) if many else image.shape[:2]
     for y, x, _ in clicks:
         if not (-0.5 <= y < h - 0.5 and -0.5 <= x < w - 0.5):  # nearest pixel inside

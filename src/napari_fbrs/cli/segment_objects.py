@@ -1,5 +1,6 @@
 """``napari-fbrs segment --clicks FILE``: many objects from a file of clicks, on a 2D image
-or a z-stack, into one label image, optionally carried through the stack (``--propagate``).
+or a stack (z, t, or several such axes), into one label image, optionally carried through
+the stack (``--propagate``, or the file's ``propagate`` column with each object's settings).
 
 The objects go through a :class:`~napari_fbrs.core.session.SegmentationSession`, as in the
 widget. The command line itself, the image reading and the one-object path are in
@@ -50,21 +51,18 @@ def read_image_or_stack(spec: str) -> np.ndarray:
     return np.squeeze(data)
 
 
-def as_image_or_stack(image: np.ndarray, source: str) -> tuple[np.ndarray, bool, int]:
-    """``(image, rgb, number of slices)`` for ``--clicks``: one 2D image as
-    :func:`~napari_fbrs.cli.segment.as_2d_image` takes it, or a stack ``(Z, H, W)`` grey
-    or ``(Z, H, W, 3|4)``."""
-    if image.ndim == 4 and image.shape[-1] in (3, 4):
-        return image, True, int(image.shape[0])
-    if image.ndim == 3 and image.shape[-1] not in (1, 2, 3, 4):
-        return image, False, int(image.shape[0])
-    if image.ndim > 3:
-        raise UserError(
-            f"{source} has shape {image.shape}: segment --clicks takes a 2D image or a "
-            "stack (Z, H, W) or (Z, H, W, 3|4); for other layouts use the napari widget"
-        )
+def as_image_or_stack(image: np.ndarray, source: str) -> tuple[np.ndarray, bool, tuple[int, ...]]:
+    """``(image, rgb, stack shape)`` for ``--clicks``: one 2D image as
+    :func:`~napari_fbrs.cli.segment.as_2d_image` takes it (stack shape ``()``), or a stack
+    ``(..., H, W)`` grey or ``(..., H, W, 3|4)`` colour with one or more leading axes
+    (``(Z, H, W)``, ``(T, Z, H, W)``, ...; a 4D array whose last axis has 3 or 4 entries
+    is a colour z-stack)."""
+    if image.ndim >= 4 and image.shape[-1] in (3, 4):
+        return image, True, tuple(int(n) for n in image.shape[:-3])
+    if image.ndim >= 4 or (image.ndim == 3 and image.shape[-1] not in (1, 2, 3, 4)):
+        return image, False, tuple(int(n) for n in image.shape[:-2])
     image = as_2d_image(image, source)
-    return image, image.ndim == 3, 0
+    return image, image.ndim == 3, ()
 
 
 def _propagates(obj: Any, args: argparse.Namespace) -> bool:
@@ -73,7 +71,7 @@ def _propagates(obj: Any, args: argparse.Namespace) -> bool:
 
 def check_propagation_options(args: argparse.Namespace, objects: list = ()) -> None:
     """The stop rules go with ``--propagate`` (or objects of the clicks file that
-    propagate) and lie in their ranges; sets the default ``--stop-iou``."""
+    propagate) and lie in their ranges."""
     rules = args.stop_iou is not None or args.convex or args.min_contrast is not None
     if not (args.propagate or any(obj.propagate for obj in objects)):
         if rules:
@@ -82,41 +80,78 @@ def check_propagation_options(args: argparse.Namespace, objects: list = ()) -> N
                 "column in the clicks file)"
             )
         return
-    if args.stop_iou is None:
-        args.stop_iou = 0.5
-    if not 0.0 < args.stop_iou < 1.0:
+    if args.stop_iou is not None and not 0.0 < args.stop_iou < 1.0:
         raise UserError(f"--stop-iou must lie strictly between 0 and 1, got {args.stop_iou:g}")
     if args.min_contrast is not None and not 0.0 < args.min_contrast <= 1.0:
         raise UserError(f"--min-contrast must lie in (0, 1], got {args.min_contrast:g}")
 
 
-def check_slices(objects: list, stack: int, args: argparse.Namespace, source: str) -> None:
-    """The clicks' slices fit the image, and ``--propagate`` starts each object on one."""
-    has_z = any(c[0] is not None for obj in objects for c in obj.clicks)
-    if stack and not has_z:
-        raise UserError(
-            f"the image is a stack of {stack} slices: give the slice of each click in a z "
-            f"column of {source}"
-        )
+def _slices_text(stack: tuple[int, ...]) -> str:
+    return " x ".join(str(n) for n in stack)
+
+
+def check_slices(
+    objects: list, stack: tuple[int, ...], args: argparse.Namespace, source: str
+) -> None:
+    """The clicks' slices fit the image (one index per leading axis, in range), and an
+    object that propagates is clicked on one slice and walks a slice axis."""
+    depths = {len(c[0]) for obj in objects for c in obj.clicks}
     if not stack:
-        if has_z:
-            raise UserError(f"the image is 2D: {source} must have no z column")
+        if depths != {0}:
+            raise UserError(f"the image is 2D: {source} must have no slice (z) column")
         if any(_propagates(obj, args) for obj in objects):
             what = "--propagate" if args.propagate else f"the propagate column of {source}"
             raise UserError(f"{what} needs a stack (Z, H, W)")
         return
+    if depths != {len(stack)}:
+        if len(stack) == 1:
+            wanted = "a z column"
+        else:
+            names = ", ".join(f"axis-{i}" for i in range(len(stack)))
+            wanted = f"columns {names}"
+        raise UserError(
+            f"the image is a stack of {_slices_text(stack)} slices: give the slice of each "
+            f"click in {wanted} of {source}"
+        )
     for obj in objects:
-        for z, y, x, _ in obj.clicks:
-            if z >= stack:
+        for where, y, x, _ in obj.clicks:
+            if any(i >= n for i, n in zip(where, stack, strict=True)):
+                at = ", ".join(str(i) for i in where)
+                ranges = ", ".join(f"0..{n - 1}" for n in stack)
                 raise UserError(
-                    f"object {obj.name}: click ({z}, {y:g}, {x:g}) is on slice {z}; the stack "
-                    f"has slices 0..{stack - 1}"
+                    f"object {obj.name}: click ({at}, {y:g}, {x:g}) is on slice {at}; the "
+                    f"stack has slices {ranges}"
                 )
-        if _propagates(obj, args) and len({c[0] for c in obj.clicks}) > 1:
+        if not _propagates(obj, args):
+            continue
+        if len({c[0] for c in obj.clicks}) > 1:
             raise UserError(
                 f"object {obj.name} has clicks on several slices; an object that propagates "
                 "is clicked on one slice"
             )
+        axis = obj.settings.axis
+        if axis is not None and axis >= len(stack):
+            raise UserError(
+                f"object {obj.name}: propagate_axis {axis} is not a slice axis; the stack has "
+                f"{len(stack)} (0..{len(stack) - 1})"
+            )
+
+
+def _propagation(obj: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``propagation_request`` for ``obj``: an option given on the
+    command line applies to every object, else the file's setting, else the panel's
+    default."""
+    from napari_fbrs.core.session.propagation import CONVEX_REGROWTH
+
+    given = obj.settings
+    return {
+        "axis": given.axis,  # None: the last slice axis, as in the panel
+        "direction": 0 if given.direction is None else given.direction,
+        "stop_iou": args.stop_iou if args.stop_iou is not None else (given.stop_iou or 0.5),
+        "stop_slices": given.stop_slices or (),
+        "regrowth": CONVEX_REGROWTH if args.convex else given.regrowth,
+        "min_contrast": args.min_contrast if args.min_contrast is not None else given.min_contrast,
+    }
 
 
 def _label_ids(objects: list) -> list[int]:
@@ -150,12 +185,11 @@ def segment_objects(
     from napari_fbrs.core.image import intensity_window
     from napari_fbrs.core.labels_file import save_labels
     from napari_fbrs.core.session import SegmentationSession, promoted_dtype
-    from napari_fbrs.core.session.propagation import CONVEX_REGROWTH
 
     ids = _label_ids(objects)
     shape = image.shape[:-1] if rgb else image.shape
     # one window for the whole stack, as a napari layer has (2D: the predictor's own)
-    limits = intensity_window(image) if len(shape) == 3 else None
+    limits = intensity_window(image) if len(shape) >= 3 else None
     session = SegmentationSession(
         image,
         rgb=rgb,
@@ -170,8 +204,8 @@ def segment_objects(
     for label, obj in zip(ids, objects, strict=True):
         start = time.perf_counter()
         by_slice: dict[tuple[int, ...], list[tuple[float, float, bool]]] = {}
-        for z, y, x, positive in obj.clicks:
-            by_slice.setdefault(() if z is None else (z,), []).append((y, x, positive))
+        for where, y, x, positive in obj.clicks:
+            by_slice.setdefault(where, []).append((y, x, positive))
         pixels, notes, reached = 0, [], 0
         for key, clicks in by_slice.items():
             for y, x, positive in clicks:
@@ -179,14 +213,7 @@ def segment_objects(
             session.predict(key)
             try:
                 if _propagates(obj, args):
-                    request = session.propagation_request(
-                        key,
-                        axis=0,
-                        direction=0,
-                        stop_iou=args.stop_iou,
-                        regrowth=CONVEX_REGROWTH if args.convex else None,
-                        min_contrast=args.min_contrast,
-                    )
+                    request = session.propagation_request(key, **_propagation(obj, args))
                     volume = session.compute_propagation(request)
                     reached = int(np.count_nonzero(volume.any(axis=(1, 2))))
                     info = session.commit_propagation(request, volume, label=label)
@@ -194,7 +221,7 @@ def segment_objects(
                     info = session.commit(key, label=label)
             except ValueError as exc:  # an empty mask, or one entirely on earlier objects
                 session.reset_clicks(key)
-                where = f" on slice {key[0]}" if key else ""
+                where = f" on slice {', '.join(str(i) for i in key)}" if key else ""
                 notes.append(f"not written{where}: {exc}")
                 continue
             pixels += info.n_pixels

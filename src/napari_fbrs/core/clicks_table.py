@@ -13,44 +13,95 @@ from pathlib import Path
 from napari_fbrs.core.atomic import atomic_write
 from napari_fbrs.core.session.types import CommittedObject
 
-__all__ = ["clicks_table_rows", "write_clicks_table"]
+__all__ = [
+    "DIRECTION_NAMES",
+    "PROPAGATION_COLUMNS",
+    "clicks_table_rows",
+    "slice_columns",
+    "write_clicks_table",
+]
+
+
+#: the per-object propagation settings written for a propagated object (empty cells for
+#: one whose settings are not known, e.g. brought back by a restored autosave)
+PROPAGATION_COLUMNS = ("direction", "stop_iou", "regrowth", "min_contrast", "stop_slices")
+DIRECTION_NAMES = {0: "both", 1: "forward", -1: "backward"}
+
+
+def slice_columns(depth: int) -> list[str]:
+    """The names of the slice columns of a stack with ``depth`` leading axes: none for a
+    2D image, ``z`` for one axis, ``axis-0`` ... ``axis-<depth-1>`` for more (napari's
+    names of a Points layer's leading axes)."""
+    if depth <= 1:
+        return ["z"] * depth
+    return [f"axis-{i}" for i in range(depth)]
+
+
+def _number(value: object) -> str:
+    return "" if value is None else f"{float(value):g}"
+
+
+def _propagation_cells(obj: CommittedObject, depth: int) -> list[str]:
+    """``propagate``, then (when ``depth > 1``) ``propagate_axis``, then
+    :data:`PROPAGATION_COLUMNS`; settings empty when unknown or not propagated."""
+    settings = obj.propagation if obj.propagated else None
+    cells = ["true" if obj.propagated else "false"]
+    if settings is None:
+        return cells + [""] * ((depth > 1) + len(PROPAGATION_COLUMNS))
+    if depth > 1:
+        cells.append(str(int(settings["axis"])))
+    stops = settings.get("stop_slices") or ()
+    return cells + [
+        DIRECTION_NAMES[int(settings.get("direction", 0))],
+        _number(settings.get("stop_iou")),
+        _number(settings.get("regrowth")),
+        _number(settings.get("min_contrast")),
+        " ".join(str(int(i)) for i in stops),
+    ]
 
 
 def clicks_table_rows(objects: Sequence[CommittedObject]) -> list[list[str]]:
     """The rows of the clicks file of ``objects``, header first.
 
-    Columns: ``object`` (the id), ``z`` (the slice; only for a z-stack), ``y``, ``x``
-    (pixels, row and column), ``positive`` (``true``/``false``), and ``propagate``
-    (``true`` for an object carried through the stack from its slice's clicks; only when
-    some object was).
+    Columns: ``object`` (the id); the slice, for a stack: ``z`` along one axis, or
+    ``axis-0``, ``axis-1``, ... along several (``(t, z, y, x)``: ``axis-0`` is t); ``y``,
+    ``x`` (pixels, row and column); ``positive`` (``true``/``false``). When some object
+    was carried through the stack, also ``propagate`` (``true`` for those objects; their
+    rows are the clicks on the slice they started from), ``propagate_axis`` (the leading
+    axis walked; only with several slice axes) and the settings of each propagation:
+    ``direction`` (``both``, ``forward`` or ``backward``), ``stop_iou``, ``regrowth`` and
+    ``min_contrast`` (empty: off), ``stop_slices`` (indices along the axis not entered,
+    separated by spaces). These are empty for objects whose settings are not known.
 
     Parameters
     ----------
     objects : sequence of CommittedObject
-        Typically :meth:`SegmentationSession.reproducible_objects`; one slice key each, of
-        length 0 (2D image) or 1 (stack along one axis).
+        Typically :meth:`SegmentationSession.reproducible_objects`; all with slice keys of
+        one length (0 for a 2D image).
 
     Raises
     ------
     ValueError
-        An object of a stack with more than one slice axis (the file has one ``z``).
+        Objects of a 2D image and of a stack together (their keys differ in length).
     """
-    depth = {len(obj.key) for obj in objects}
-    if depth - {0, 1}:
-        raise ValueError("a clicks file holds clicks on a 2D image or a z-stack (Z, H, W)")
-    if depth == {0, 1}:
+    depths = {len(obj.key) for obj in objects}
+    if len(depths) > 1:
         raise ValueError("objects of a 2D image and of a stack cannot share a clicks file")
-    stack = depth == {1}
+    depth = depths.pop() if depths else 0
     propagate = any(obj.propagated for obj in objects)
-    header = ["object"] + (["z"] if stack else []) + ["y", "x", "positive"]
-    rows = [header + (["propagate"] if propagate else [])]
+    header = ["object", *slice_columns(depth), "y", "x", "positive"]
+    if propagate:
+        header += ["propagate"] + (["propagate_axis"] if depth > 1 else [])
+        header += list(PROPAGATION_COLUMNS)
+    rows = [header]
     for obj in objects:
+        where = [str(int(i)) for i in obj.key]
+        extra = _propagation_cells(obj, depth) if propagate else []
         for click in obj.clicks:
-            row = [str(int(obj.label))] + ([str(int(obj.key[0]))] if stack else [])
-            row += [f"{click.y:g}", f"{click.x:g}", "true" if click.positive else "false"]
-            if propagate:
-                row.append("true" if obj.propagated else "false")
-            rows.append(row)
+            positive = "true" if click.positive else "false"
+            rows.append(
+                [str(int(obj.label)), *where, f"{click.y:g}", f"{click.x:g}", positive, *extra]
+            )
     return rows
 
 
