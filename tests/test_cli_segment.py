@@ -664,6 +664,10 @@ def test_a_stack_with_two_slice_axes_takes_one_column_per_axis(tiny_checkpoint, 
     _assert_user_error(code, err, "stack of 4 x 2 slices", "columns axis-0, axis-1")
     code, _, err = _segment_clicks(capsys, tmp_path, path, "axis-0,axis-1,y,x\n4,0,1,2\n")
     _assert_user_error(code, err, "the stack has slices 0..3, 0..1")
+    two_channels = tmp_path / "zc.tif"
+    tifffile.imwrite(two_channels, np.zeros((3, 20, 30, 2), np.uint16), photometric="minisblack")
+    code, _, err = _segment_clicks(capsys, tmp_path, two_channels, "z,y,x\n0,1,2\n")
+    _assert_user_error(code, err, "(3, 20, 30, 2)", "napari widget")
 
 
 def test_a_propagation_follows_the_files_axis_direction_and_stop_slices(

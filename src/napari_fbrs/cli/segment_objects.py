@@ -59,6 +59,12 @@ def as_image_or_stack(image: np.ndarray, source: str) -> tuple[np.ndarray, bool,
     is a colour z-stack)."""
     if image.ndim >= 4 and image.shape[-1] in (3, 4):
         return image, True, tuple(int(n) for n in image.shape[:-3])
+    if image.ndim >= 4 and image.shape[-1] in (1, 2):  # channels (grey + alpha), not columns
+        raise UserError(
+            f"{source} has shape {image.shape}: segment --clicks takes a 2D image or a stack "
+            "(..., H, W) grey or (..., H, W, 3|4) colour; for other layouts use the napari "
+            "widget"
+        )
     if image.ndim >= 4 or (image.ndim == 3 and image.shape[-1] not in (1, 2, 3, 4)):
         return image, False, tuple(int(n) for n in image.shape[:-2])
     image = as_2d_image(image, source)
