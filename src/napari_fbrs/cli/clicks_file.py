@@ -92,8 +92,10 @@ class ObjectClicks:
 
 
 _DIRECTIONS = {"both": 0, "0": 0, "forward": 1, "+1": 1, "1": 1, "backward": -1, "-1": -1}
-_SETTING_COLUMNS = ("propagate_axis", "direction", "stop_iou", "regrowth", "min_contrast",
-                    "stop_slices")  # fmt: skip
+#: column of a propagation setting -> its field of PropagationSettings
+_SETTING_FIELDS = {"propagate_axis": "axis", "direction": "direction", "stop_iou": "stop_iou",
+                   "regrowth": "regrowth", "min_contrast": "min_contrast",
+                   "stop_slices": "stop_slices"}  # fmt: skip
 
 
 def _column(header: list[str], *names: str) -> int | None:
@@ -119,7 +121,9 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
     ------
     UserError
         A missing, unreadable or empty file, no ``y``/``x`` columns, a value that is not a
-        number or a yes/no, an object without a positive click; the message names the line.
+        number or a yes/no, a slice that is not an index, a propagation setting out of range
+        or different on two rows of one object, an object without a positive click; the
+        message names the line.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -141,7 +145,7 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
     object_col = _column(header, "object")
     positive_col = _column(header, "positive")
     propagate_col = _column(header, "propagate")
-    setting_cols = {name: _column(header, name) for name in _SETTING_COLUMNS}
+    setting_cols = {name: _column(header, name) for name in _SETTING_FIELDS}
     objects: dict[str, list[tuple[tuple[int, ...], float, float, bool]]] = {}
     settings: dict[str, dict[str, object]] = {}
     propagated: set[str] = set()
@@ -174,10 +178,10 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
             if col is None or col >= len(row) or not cell(col):
                 continue  # not given (a short row leaves its trailing settings empty)
             value = _setting(column, cell(col), path, line)
-            if known.setdefault(column, value) != value:
+            if known.setdefault(_SETTING_FIELDS[column], value) != value:
                 raise UserError(
                     f"{path}, line {line}: object {name!r} has {column} "
-                    f"{known[column]!r} on an earlier row and {cell(col)!r} here"
+                    f"{known[_SETTING_FIELDS[column]]!r} on an earlier row and {cell(col)!r} here"
                 )
     out = []
     for name, clicks in objects.items():
@@ -186,22 +190,8 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
             raise UserError(
                 f"{path}: {where} has no positive click; give each object at least one click on it"
             )
-        given = settings[name]
-        out.append(
-            ObjectClicks(
-                name,
-                tuple(clicks),
-                name in propagated,
-                PropagationSettings(
-                    axis=given.get("propagate_axis"),  # type: ignore[arg-type]
-                    direction=given.get("direction"),  # type: ignore[arg-type]
-                    stop_iou=given.get("stop_iou"),  # type: ignore[arg-type]
-                    regrowth=given.get("regrowth"),  # type: ignore[arg-type]
-                    min_contrast=given.get("min_contrast"),  # type: ignore[arg-type]
-                    stop_slices=given.get("stop_slices"),  # type: ignore[arg-type]
-                ),
-            )
-        )
+        settings_given = PropagationSettings(**settings[name])  # type: ignore[arg-type]
+        out.append(ObjectClicks(name, tuple(clicks), name in propagated, settings_given))
     return out
 
 
