@@ -82,6 +82,17 @@ def _tiny_nobrs(checkpoint: Path) -> tuple[str, ...]:
     return ("--mode", "NoBRS", "--model", str(checkpoint))
 
 
+def _labels_of_clicks(capsys, tmp_path, image, text, checkpoint, *extra):
+    """``segment IMAGE --clicks FILE`` with the tiny network in NoBRS, which must succeed:
+    the label image written and what was printed."""
+    out = tmp_path / "labels.tif"
+    code, stdout, err = _segment_clicks(
+        capsys, tmp_path, image, text, *extra, *_tiny_nobrs(checkpoint), out=out.name
+    )
+    assert code == 0, err
+    return tifffile.imread(out), stdout
+
+
 def _api_mask(
     checkpoint: Path,
     image: np.ndarray,
@@ -566,24 +577,21 @@ def test_clicks_file_needs_a_tiff_label_image_and_an_existing_file(no_downloads,
     _assert_user_error(code, err, "clicks file not found")
 
 
-def _grey_stack(tmp_path, n=3):
+def _grey_stack(tmp_path, *slices: int):
+    """The sample photo's green channel repeated over ``slices`` leading axes (default 3)."""
     from napari_fbrs._sample_data import load_sample
 
     grey = load_sample("photo")[..., 1]
     path = tmp_path / "stack.tif"
-    tifffile.imwrite(path, np.stack([grey] * n), photometric="minisblack")
+    stack = np.broadcast_to(grey, (*(slices or (3,)), *grey.shape))
+    tifffile.imwrite(path, stack, photometric="minisblack")
     return path, grey
 
 
 def test_clicks_file_on_a_stack_writes_each_object_on_its_slices(tiny_checkpoint, tmp_path, capsys):
     path, grey = _grey_stack(tmp_path)
     text = f"object,z,y,x\na,1,{CUP[0]},{CUP[1]}\na,2,{CUP[0]},{CUP[1]}\n"
-    out = tmp_path / "labels.tif"
-    code, stdout, err = _segment_clicks(
-        capsys, tmp_path, path, text, *_tiny_nobrs(tiny_checkpoint), out=out.name
-    )
-    assert code == 0, err
-    labels = tifffile.imread(out)
+    labels, stdout = _labels_of_clicks(capsys, tmp_path, path, text, tiny_checkpoint)
     assert labels.shape == (3, *PHOTO_SHAPE)
     expected = _api_mask(tiny_checkpoint, grey, [(*CUP, True)], "NoBRS")
     assert not labels[0].any()  # no click there, no propagation
@@ -594,15 +602,11 @@ def test_clicks_file_on_a_stack_writes_each_object_on_its_slices(tiny_checkpoint
 
 
 def test_propagate_carries_each_object_through_the_stack(tiny_checkpoint, tmp_path, capsys):
-    path, grey = _grey_stack(tmp_path, n=5)
+    path, grey = _grey_stack(tmp_path, 5)
     text = f"index,axis-0,axis-1,axis-2\n0,2,{CUP[0]},{CUP[1]}\n"  # napari's 3D points: z, y, x
-    out = tmp_path / "labels.tif"
-    code, stdout, err = _segment_clicks(
-        capsys, tmp_path, path, text, "--propagate", "--stop-iou", "0.3",
-        *_tiny_nobrs(tiny_checkpoint), out=out.name,
-    )  # fmt: skip
-    assert code == 0, err
-    labels = tifffile.imread(out)
+    labels, stdout = _labels_of_clicks(
+        capsys, tmp_path, path, text, tiny_checkpoint, "--propagate", "--stop-iou", "0.3"
+    )
     expected = _api_mask(tiny_checkpoint, grey, [(*CUP, True)], "NoBRS")
     np.testing.assert_array_equal(labels[2] == 1, expected)  # the clicked slice as clicked
     reached = int((labels == 1).any(axis=(1, 2)).sum())
@@ -612,19 +616,15 @@ def test_propagate_carries_each_object_through_the_stack(tiny_checkpoint, tmp_pa
 
 def test_a_propagate_column_carries_only_its_objects(tiny_checkpoint, tmp_path, capsys):
     # as the widget's Save objects writes it: object 4 was propagated, object 9 was not
-    path, grey = _grey_stack(tmp_path, n=5)
+    path, grey = _grey_stack(tmp_path, 5)
     text = (
         "object,z,y,x,positive,propagate\n"
         f"4,2,{CUP[0]},{CUP[1]},true,true\n"
         f"9,0,{SAUCER[0]},{SAUCER[1]},true,false\n"
     )
-    out = tmp_path / "labels.tif"
-    code, stdout, err = _segment_clicks(
-        capsys, tmp_path, path, text, "--stop-iou", "0.3", *_tiny_nobrs(tiny_checkpoint),
-        out=out.name,
-    )  # fmt: skip
-    assert code == 0, err
-    labels = tifffile.imread(out)
+    labels, stdout = _labels_of_clicks(
+        capsys, tmp_path, path, text, tiny_checkpoint, "--stop-iou", "0.3"
+    )
     reached = int((labels == 4).any(axis=(1, 2)).sum())
     assert reached > 1 and f"on {reached} slices" in stdout
     np.testing.assert_array_equal(
@@ -637,24 +637,10 @@ def test_a_propagate_column_carries_only_its_objects(tiny_checkpoint, tmp_path, 
     _assert_user_error(code, err, "the propagate column of")
 
 
-def _tz_stack(tmp_path, t=4, z=2):
-    from napari_fbrs._sample_data import load_sample
-
-    grey = load_sample("photo")[..., 1]
-    path = tmp_path / "tz.tif"
-    tifffile.imwrite(path, np.broadcast_to(grey, (t, z, *grey.shape)), photometric="minisblack")
-    return path, grey
-
-
 def test_a_stack_with_two_slice_axes_takes_one_column_per_axis(tiny_checkpoint, tmp_path, capsys):
-    path, grey = _tz_stack(tmp_path)
+    path, grey = _grey_stack(tmp_path, 4, 2)
     text = f"object,axis-0,axis-1,y,x\na,2,1,{CUP[0]},{CUP[1]}\n"
-    out = tmp_path / "labels.tif"
-    code, stdout, err = _segment_clicks(
-        capsys, tmp_path, path, text, *_tiny_nobrs(tiny_checkpoint), out=out.name
-    )
-    assert code == 0, err
-    labels = tifffile.imread(out)
+    labels, stdout = _labels_of_clicks(capsys, tmp_path, path, text, tiny_checkpoint)
     assert labels.shape == (4, 2, *PHOTO_SHAPE)
     expected = _api_mask(tiny_checkpoint, grey, [(*CUP, True)], "NoBRS")
     np.testing.assert_array_equal(labels[2, 1] == 1, expected)
@@ -674,18 +660,13 @@ def test_a_propagation_follows_the_files_axis_direction_and_stop_slices(
     tiny_checkpoint, tmp_path, capsys
 ):
     # as the panel writes it: walked along t (axis 0) from t = 1, forward, not into t = 3
-    path, grey = _tz_stack(tmp_path)
+    path, grey = _grey_stack(tmp_path, 4, 2)
     header = "object,axis-0,axis-1,y,x,positive,propagate,propagate_axis,direction,stop_iou,"
     text = (
         header + "regrowth,min_contrast,stop_slices\n"
         f"4,1,1,{CUP[0]},{CUP[1]},true,true,0,forward,0.2,,,3\n"
     )
-    out = tmp_path / "labels.tif"
-    code, stdout, err = _segment_clicks(
-        capsys, tmp_path, path, text, *_tiny_nobrs(tiny_checkpoint), out=out.name
-    )
-    assert code == 0, err
-    labels = tifffile.imread(out)
+    labels, stdout = _labels_of_clicks(capsys, tmp_path, path, text, tiny_checkpoint)
     on = (labels == 4).any(axis=(2, 3))
     assert on.tolist() == [[False, False], [False, True], [False, True], [False, False]]
     np.testing.assert_array_equal(
@@ -694,12 +675,10 @@ def test_a_propagation_follows_the_files_axis_direction_and_stop_slices(
     assert "on 2 slices" in stdout
     # without the file's settings: the last axis (z), both ways
     plain = f"object,axis-0,axis-1,y,x,propagate\n4,1,1,{CUP[0]},{CUP[1]},true\n"
-    code, _, err = _segment_clicks(
-        capsys, tmp_path, path, plain, "--stop-iou", "0.2", *_tiny_nobrs(tiny_checkpoint),
-        out=out.name,
-    )  # fmt: skip
-    assert code == 0, err
-    on = (tifffile.imread(out) == 4).any(axis=(2, 3))
+    labels, _ = _labels_of_clicks(
+        capsys, tmp_path, path, plain, tiny_checkpoint, "--stop-iou", "0.2"
+    )
+    on = (labels == 4).any(axis=(2, 3))
     assert on.tolist() == [[False, False], [True, True], [False, False], [False, False]]
     bad = text.replace(",0,forward,", ",2,forward,")
     code, _, err = _segment_clicks(capsys, tmp_path, path, bad)
