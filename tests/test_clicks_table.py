@@ -8,10 +8,12 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from napari_fbrs.cli.clicks_file import PropagationSettings, read_clicks_file
 from napari_fbrs.core.clicks_table import clicks_table_rows, write_clicks_table
-from napari_fbrs.core.session import SegmentationSession, SessionClick
+from napari_fbrs.core.session import CommittedObject, SegmentationSession, SessionClick
 from test_session import DiskPredictor, H, W, disk
 
 
@@ -175,3 +177,55 @@ def test_bad_propagation_settings_are_reported_by_line(tmp_path, rows, message):
     path.write_text("\n".join([header, *rows]) + "\n")
     with pytest.raises(UserError, match=re.escape(message)):
         read_clicks_file(path)
+
+
+@st.composite
+def _objects(draw):
+    """Objects of one image with 0-3 slice axes, unique ids, any click coordinates, some
+    propagated with any settings."""
+    depth = draw(st.integers(0, 3))
+    labels = draw(st.lists(st.integers(1, 2**31), min_size=1, max_size=5, unique=True))
+    coordinate = st.floats(0, 1e5, allow_nan=False, allow_infinity=False)
+    objects = []
+    for label in labels:
+        key = tuple(draw(st.lists(st.integers(0, 999), min_size=depth, max_size=depth)))
+        clicks = [SessionClick(draw(coordinate), draw(coordinate), True)]
+        clicks += [
+            SessionClick(draw(coordinate), draw(coordinate), draw(st.booleans()))
+            for _ in range(draw(st.integers(0, 3)))
+        ]
+        propagated = depth > 0 and draw(st.booleans())
+        settings = None
+        if propagated and draw(st.booleans()):  # else: a restored one, settings unknown
+            settings = {
+                "axis": draw(st.integers(0, depth - 1)),
+                "direction": draw(st.sampled_from([-1, 0, 1])),
+                "stop_iou": draw(st.floats(0.001, 0.999)),
+                "stop_slices": tuple(sorted(draw(st.sets(st.integers(0, 999), max_size=3)))),
+                "regrowth": draw(st.none() | st.floats(0.001, 10)),
+                "min_contrast": draw(st.none() | st.floats(0.001, 1)),
+            }
+        draw_clicks = tuple(draw(st.permutations(clicks)))
+        objects.append(CommittedObject(key, label, draw_clicks, propagated, propagation=settings))
+    return depth, objects
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(_objects())
+def test_any_objects_read_back_exactly_as_written(tmp_path_factory, drawn):
+    depth, objects = drawn
+    path = write_clicks_table(tmp_path_factory.mktemp("clicks") / "c.csv", objects)
+    back = read_clicks_file(path)
+    assert [o.name for o in back] == [str(o.label) for o in objects]
+    for obj, read in zip(objects, back, strict=True):
+        assert read.clicks == tuple((obj.key, c.y, c.x, c.positive) for c in obj.clicks)
+        assert read.propagate == obj.propagated
+        given_settings = obj.propagation or {}
+        assert read.settings == PropagationSettings(
+            axis=given_settings.get("axis") if depth > 1 else None,
+            direction=given_settings.get("direction"),
+            stop_iou=given_settings.get("stop_iou"),
+            regrowth=given_settings.get("regrowth"),
+            min_contrast=given_settings.get("min_contrast"),
+            stop_slices=given_settings.get("stop_slices") or None,
+        )

@@ -37,8 +37,15 @@ def slice_columns(depth: int) -> list[str]:
     return [f"axis-{i}" for i in range(depth)]
 
 
+def _decimal(value: float) -> str:
+    """``value`` written so that reading it back gives the same float (Python's shortest
+    round-trip form), without a trailing ``.0``: ``215.3374``, ``20``, ``0.5``."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
 def _number(value: object) -> str:
-    return "" if value is None else f"{float(value):g}"
+    return "" if value is None else _decimal(float(value))  # type: ignore[arg-type]
 
 
 def _propagation_cells(obj: CommittedObject, depth: int) -> list[str]:
@@ -100,7 +107,14 @@ def clicks_table_rows(objects: Sequence[CommittedObject]) -> list[list[str]]:
         for click in obj.clicks:
             positive = "true" if click.positive else "false"
             rows.append(
-                [str(int(obj.label)), *where, f"{click.y:g}", f"{click.x:g}", positive, *extra]
+                [
+                    str(int(obj.label)),
+                    *where,
+                    _decimal(click.y),
+                    _decimal(click.x),
+                    positive,
+                    *extra,
+                ]
             )
     return rows
 
