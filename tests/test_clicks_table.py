@@ -229,3 +229,57 @@ def test_any_objects_read_back_exactly_as_written(tmp_path_factory, drawn):
             min_contrast=given_settings.get("min_contrast"),
             stop_slices=given_settings.get("stop_slices") or None,
         )
+
+
+_HEADER_NAMES = ["object", "z", "y", "x", "axis-0", "axis-1", "axis-2", "axis-3", "positive",
+                 "propagate", "propagate_axis", "direction", "stop_iou", "regrowth",
+                 "min_contrast", "stop_slices", "index", ""]  # fmt: skip
+_CELLS = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "1",
+            "-1",
+            "2.5",
+            "1e9",
+            "1e400",
+            "nan",
+            "-inf",
+            "true",
+            "no",
+            "both",
+            "forward",
+            "3 4",
+            "x",
+            "\ufeff",
+            '"',
+            "1;2",
+        ]
+    ),  # fmt: skip
+    st.text(max_size=6),
+)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    header=st.lists(st.sampled_from(_HEADER_NAMES), min_size=1, max_size=8),
+    rows=st.lists(st.lists(_CELLS, max_size=9), max_size=5),
+    sep=st.sampled_from([",", ";", "\t"]),
+)
+def test_any_text_gives_objects_or_a_user_error(tmp_path_factory, header, rows, sep):
+    from napari_fbrs.cli import UserError
+
+    path = tmp_path_factory.mktemp("clicks") / "c.csv"
+    lines = [sep.join(header)] + [sep.join(row) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        objects = read_clicks_file(path)
+    except UserError as exc:
+        assert str(exc) and "\n" not in str(exc).strip()
+        return
+    for obj in objects:  # what is read is well formed
+        assert obj.clicks and any(c[3] for c in obj.clicks)
+        for where, y, x, _ in obj.clicks:
+            assert all(isinstance(i, int) and i >= 0 for i in where)
+            assert np.isfinite(y) and np.isfinite(x)
