@@ -33,6 +33,7 @@ from napari_fbrs.core.autosave import (
 )
 from napari_fbrs.core.autosave import document as autosave_document
 from napari_fbrs.core.autosave import paths as autosave_paths
+from napari_fbrs.core.clicks_table import clicks_table_rows
 from napari_fbrs.core.session import SegmentationSession, SessionClick
 from napari_fbrs.core.testing import disk_net as _disk_net
 
@@ -262,18 +263,25 @@ def test_replay_reproduces_the_labels_from_the_recorded_clicks(tmp_path, factory
     np.testing.assert_array_equal(fresh.labels, s.labels)
 
 
-def test_replay_of_a_propagated_object(tmp_path, factory):
-    stack = np.zeros((5, H, W), np.uint8)
-    s = SegmentationSession(stack, predictor_factory=factory)
-    s.add_click(20, 24, key=(2,))
-    s.predict((2,))
-    request = s.propagation_request((2,))
+def test_replay_of_a_propagated_object(tmp_path):
+    # forward only and not into slice 4: the replay must walk the same way, stop the same
+    stack = make_stack(5)
+    s = SegmentationSession(stack, predictor_factory=_disk_predictor)
+    s.add_click(20, 24, key=(1,))
+    s.predict((1,))
+    request = s.propagation_request((1,), direction=1, stop_slices=[4], stop_iou=0.3)
     s.commit_propagation(request, s.compute_propagation(request))
+    assert s.labels.any(axis=(1, 2)).tolist() == [False, True, True, True, False]
     state = Autosave(tmp_path / ("p" + SUFFIX)).write_session(s)
-    assert state.objects[0].propagated and state.objects[0].key == (2,)
+    assert state.objects[0].propagated and state.objects[0].key == (1,)
     assert state.objects[0].n_pixels == int(s.labels.astype(bool).sum())
-    fresh = SegmentationSession(stack, predictor_factory=factory)
-    replay(Autosave.read(tmp_path / ("p" + SUFFIX)), fresh)
+    recorded = Autosave.read(tmp_path / ("p" + SUFFIX))
+    assert recorded.objects[0].propagation == {
+        "axis": 0, "direction": 1, "stop_iou": 0.3, "stop_slices": (4,),
+        "regrowth": None, "min_contrast": None,
+    }  # fmt: skip
+    fresh = SegmentationSession(stack, predictor_factory=_disk_predictor)
+    replay(recorded, fresh)
     np.testing.assert_array_equal(fresh.labels, s.labels)
 
 
@@ -297,6 +305,9 @@ def test_a_restored_propagation_is_listed_with_its_clicks_until_changed(tmp_path
     objects = fresh.reproducible_objects()
     assert [(o.label, o.key, o.propagated, o.keys) for o in objects] == made
     assert objects[0].clicks == (SessionClick(20.0, 24.0, True),)
+    # with its settings, so that its clicks file row says how it was propagated
+    assert objects[0].propagation == s.reproducible_objects()[0].propagation
+    assert clicks_table_rows(objects)[1][-5:] == ["both", "0.5", "", "", ""]
     assert objects[0].n_pixels == int(np.count_nonzero(fresh.labels == 1))
     # one pixel painted onto one of its slices: its clicks no longer make it
     ys, xs = np.nonzero(fresh.labels[made[0][3][-1]] == 0)
@@ -530,6 +541,14 @@ def good(tmp_path, factory):
         (lambda d: d["pins"].append({"key": [-1], "label": 2}), ">= 0"),
         (lambda d: d["pins"].append({"key": [1]}), "damaged"),
         (lambda d: d["objects"][0].update(label=1.5), "integer"),
+        (lambda d: d["objects"][0].update(propagation=[1]), "propagation must be an object"),
+        (lambda d: d["objects"][0].update(propagation={"direction": 2}), "direction must be"),
+        (lambda d: d["objects"][0].update(propagation={"axis": -1}), "axis must be >= 0"),
+        (lambda d: d["objects"][0].update(propagation={"stop_iou": 1.5}), "stop_iou must lie"),
+        (lambda d: d["objects"][0].update(propagation={"stop_iou": "x"}), "finite number"),
+        (lambda d: d["objects"][0].update(propagation={"regrowth": 0}), "regrowth is out"),
+        (lambda d: d["objects"][0].update(propagation={"min_contrast": 2}), "min_contrast is"),
+        (lambda d: d["objects"][0].update(propagation={"stop_slices": [-3]}), ">= 0"),
         (lambda d: d.update(prob_thresh=3.0), "prob_thresh"),
         (lambda d: d.update(image=[]), "image must be an object"),
         (lambda d: d.pop("image"), "damaged"),

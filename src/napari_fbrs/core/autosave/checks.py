@@ -33,3 +33,38 @@ def _click(value: Any, what: str) -> SessionClick:
     if not isinstance(positive, bool):
         raise TypeError(f"{what}: positive must be true or false, got {positive!r}")
     return SessionClick(float(y), float(x), positive)
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _propagation(value: Any, what: str) -> dict[str, Any] | None:
+    """A propagation's settings (``CommittedObject.propagation``): ``axis``,
+    ``direction``, ``stop_iou``, ``stop_slices``, ``regrowth``, ``min_contrast``, each in
+    its range; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} must be an object or null, got {value!r}")
+    direction = _int(value.get("direction", 0), f"{what}.direction")
+    if direction not in (-1, 0, 1):
+        raise ValueError(f"{what}.direction must be -1, 0 or 1, got {direction}")
+    stop_iou = _number(value.get("stop_iou", 0.5), f"{what}.stop_iou")
+    if not 0.0 <= stop_iou <= 1.0:
+        raise ValueError(f"{what}.stop_iou must lie in [0, 1], got {stop_iou}")
+    rules: dict[str, float | None] = {}
+    for name, ok in (("regrowth", lambda v: v > 0), ("min_contrast", lambda v: 0 < v <= 1)):
+        rule = value.get(name)
+        rules[name] = None if rule is None else _number(rule, f"{what}.{name}")
+        if rules[name] is not None and not ok(rules[name]):
+            raise ValueError(f"{what}.{name} is out of range: {rule!r}")
+    return {
+        "axis": _int(value.get("axis", 0), f"{what}.axis", 0),
+        "direction": direction,
+        "stop_iou": stop_iou,
+        "stop_slices": _key(value.get("stop_slices", []), f"{what}.stop_slices"),
+        **rules,
+    }

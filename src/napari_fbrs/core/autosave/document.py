@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from napari_fbrs.core.autosave.checks import _click, _int, _key
+from napari_fbrs.core.autosave.checks import _click, _int, _key, _propagation
 from napari_fbrs.core.autosave.records import (
     FORMAT,
     VERSION,
@@ -64,11 +64,30 @@ def _state_to_doc(state: SessionState, labels_doc: dict[str, Any] | None) -> dic
                 "replaced": bool(o.replaced),
                 "object_pixels": None if o.object_pixels is None else int(o.object_pixels),
                 "settings": _jsonable(o.settings) if o.settings is not None else None,
+                "propagation": _propagation_doc(o.propagation),
                 "committed_at": o.committed_at,
             }
             for o in state.objects
         ],
         "labels": labels_doc,
+    }
+
+
+def _propagation_doc(settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A propagation's settings as JSON values (``None`` stays ``None``)."""
+    if settings is None:
+        return None
+
+    def number(v: Any) -> float | None:
+        return None if v is None else float(v)
+
+    return {
+        "axis": int(settings["axis"]),
+        "direction": int(settings.get("direction", 0)),
+        "stop_iou": float(settings.get("stop_iou", 0.5)),
+        "stop_slices": [int(i) for i in settings.get("stop_slices") or ()],
+        "regrowth": number(settings.get("regrowth")),
+        "min_contrast": number(settings.get("min_contrast")),
     }
 
 
@@ -157,6 +176,8 @@ def _doc_to_state(doc: Mapping[str, Any]) -> tuple[SessionState, dict[str, Any] 
                     if item.get("object_pixels") is None
                     else _int(item["object_pixels"], f"objects[{i}].object_pixels", 0)
                 ),
+                # absent in files of before the propagation settings were kept
+                propagation=_propagation(item.get("propagation"), f"objects[{i}].propagation"),
             )
         )
     settings = doc.get("settings") or {}

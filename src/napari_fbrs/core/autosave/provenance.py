@@ -16,15 +16,17 @@ def replay(
     session: SegmentationSession,
     *,
     overwrite: bool = False,
-    stop_iou: float = 0.5,
+    stop_iou: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Any]:
     """Make committed objects again from their clicks (provenance replay).
 
     Each object's clicks are set on its slice, predicted with ``session``'s predictor
     factory, and committed with the recorded label id (propagated objects are propagated
-    again along the default slice axis; corrections replace the label's earlier pixels
-    again). With the same model and settings, the labels come out as they were.
+    again with their recorded settings, axis, direction, stop rules and stop slices, or,
+    in sidecars that lack them, along the default slice axis both ways; corrections
+    replace the label's earlier pixels again). With the same model and settings, the
+    labels come out as they were.
 
     Parameters
     ----------
@@ -34,8 +36,9 @@ def replay(
         Where; its labels receive the objects (each commit is an undo step).
     overwrite : bool
         As in :meth:`SegmentationSession.commit`.
-    stop_iou : float
-        As in :meth:`SegmentationSession.compute_propagation`.
+    stop_iou : float, optional
+        Stop IoU of every propagation (:meth:`SegmentationSession.compute_propagation`);
+        default each record's, else 0.5.
     progress : callable, optional
         ``progress(done, total)`` after each object.
 
@@ -59,7 +62,7 @@ def replay(
         session.predict(key)
         extra = {"replace": rec.replaced} if can_replace else {}
         if rec.propagated:
-            request = session.propagation_request(key)
+            request = session.propagation_request(key, **_propagation_options(rec))
             volume = session.compute_propagation(request, stop_iou=stop_iou)
             if volume is None:
                 raise ValueError(f"the propagation of label {rec.label} was cancelled")
@@ -73,3 +76,12 @@ def replay(
         if progress is not None:
             progress(i + 1, len(records))
     return infos
+
+
+def _propagation_options(record: ObjectRecord) -> dict[str, Any]:
+    """``propagation_request`` keywords of a record's settings (none when not recorded)."""
+    how = record.propagation
+    if how is None:
+        return {}
+    names = ("axis", "direction", "stop_iou", "stop_slices", "regrowth", "min_contrast")
+    return {name: how[name] for name in names if name in how}

@@ -76,6 +76,11 @@ class ObjectRecord:
         2026-11-27).
     settings : dict or None
         The predictor settings in effect when it was first autosaved (JSON values).
+    propagation : dict or None
+        A propagated object's settings (``axis``, ``direction``, ``stop_iou``,
+        ``stop_slices``, ``regrowth``, ``min_contrast``, as
+        :attr:`~napari_fbrs.core.session.CommittedObject.propagation`); ``None`` for an
+        object made on one slice, and in sidecars of before the second half of 2026-11-27.
     committed_at : str
         ISO 8601 UTC time when it was first autosaved.
     """
@@ -89,6 +94,7 @@ class ObjectRecord:
     settings: Mapping[str, Any] | None = None
     committed_at: str = ""
     object_pixels: int | None = None
+    propagation: Mapping[str, Any] | None = None
 
     @property
     def uid(self) -> str:

@@ -244,7 +244,7 @@ class SessionState:
                 (o.label, o.key, o.clicks, n) for o, n in known if not o.propagated
             )
             session.remember_propagations(
-                (o.label, o.key, o.clicks, n) for o, n in known if o.propagated
+                (o.label, o.key, o.clicks, n, o.propagation) for o, n in known if o.propagated
             )
         if clicks:
             session.set_all_clicks(mapping)
@@ -316,6 +316,7 @@ def _record_of(entry: Any, settings: Mapping[str, Any] | None, now: str) -> Obje
         settings=settings,
         committed_at=now,
         object_pixels=entry.n_object,
+        propagation=None if entry.propagation is None else dict(entry.propagation),
     )
 
 

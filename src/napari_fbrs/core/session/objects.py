@@ -283,25 +283,25 @@ class _ObjectsMixin:
             if known is not None:
                 self._known[(int(label), known[0])] = (known[1], int(n_pixels))
 
-    def remember_propagations(
-        self, objects: Iterable[tuple[int, SliceKey, Iterable[Sequence[Any]], int]]
-    ) -> None:
+    def remember_propagations(self, objects: Iterable[Sequence[Any]]) -> None:
         """Record objects propagated through the stack before this session (a restored
         autosave), so that :meth:`reproducible_objects` lists them with their clicks.
 
         Parameters
         ----------
-        objects : iterable of (label, key, clicks, n_pixels)
+        objects : iterable of (label, key, clicks, n_pixels[, propagation])
             Each propagation's id, the slice it started from, the clicks there
-            ``(y, x, positive)`` and the id's pixels in the whole stack when it was made.
-            A later record of the same id wins. A propagation is only listed while its id
-            still has exactly that many pixels. Records that do not fit the image are
-            skipped.
+            ``(y, x, positive)``, the id's pixels in the whole stack when it was made and,
+            optionally, its settings (a mapping as :attr:`CommittedObject.propagation`, or
+            ``None`` when not known). A later record of the same id wins. A propagation is
+            only listed while its id still has exactly that many pixels. Records that do
+            not fit the image are skipped.
         """
-        for label, key, clicks, n_pixels in objects:
+        for label, key, clicks, n_pixels, *rest in objects:
             known = self._known_clicks(key, clicks)
             if known is not None:
-                self._known_propagations[int(label)] = (*known, int(n_pixels))
+                settings = dict(rest[0]) if rest and rest[0] is not None else None
+                self._known_propagations[int(label)] = (*known, int(n_pixels), settings)
 
     def _known_clicks(
         self, key: SliceKey, clicks: Iterable[Sequence[Any]]

@@ -3,7 +3,9 @@ clicks beside the labels, so that ``napari-fbrs segment --clicks`` redoes the wo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -66,10 +68,10 @@ class _ProvenanceMixin:
                 continue  # changed since it was made
             remembered.append(_remembered(label, key, clicks, n_pixels))
         committed = {label for label, _ in seen}  # ids with a commit in the history
-        for label, (key, clicks, n_pixels) in self._known_propagations.items():
+        for label, (key, clicks, n_pixels, settings) in self._known_propagations.items():
             if label in committed or not clicks:
                 continue  # changed (or made again) in this session
-            propagated = _remembered_propagation(labels, label, key, clicks, n_pixels)
+            propagated = _remembered_propagation(labels, label, key, clicks, n_pixels, settings)
             if propagated is not None:
                 remembered.append(propagated)
         remembered.sort(key=lambda o: (o.label, o.key))
@@ -101,6 +103,7 @@ def _remembered_propagation(
     key: SliceKey,
     clicks: tuple[SessionClick, ...],
     n_pixels: int,
+    settings: Mapping[str, Any] | None = None,
 ) -> CommittedObject | None:
     """A remembered propagation, if its id still has exactly the pixels it had when made."""
     present = labels == label
@@ -108,4 +111,9 @@ def _remembered_propagation(
         return None
     on_slice = present.reshape(present.shape[: len(key)] + (-1,)).any(axis=-1)
     keys = tuple(tuple(int(i) for i in k) for k in np.argwhere(on_slice))
-    return replace(_remembered(label, key, clicks, n_pixels), propagated=True, keys=keys)
+    return replace(
+        _remembered(label, key, clicks, n_pixels),
+        propagated=True,
+        keys=keys,
+        propagation=None if settings is None else dict(settings),
+    )

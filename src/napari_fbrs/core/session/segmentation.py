@@ -167,7 +167,10 @@ class SegmentationSession(
         self._known: dict[tuple[int, SliceKey], tuple[tuple[SessionClick, ...], int]] = {}
         # propagations made before this session: label -> (start slice, clicks, pixels in
         # the whole stack when made), for reproducible_objects
-        self._known_propagations: dict[int, tuple[SliceKey, tuple[SessionClick, ...], int]] = {}
+        # id -> (start slice, clicks, pixels when made, settings or None)
+        self._known_propagations: dict[
+            int, tuple[SliceKey, tuple[SessionClick, ...], int, dict[str, Any] | None]
+        ] = {}
         self._lock = threading.RLock()  # one predictor computation at a time
         self._live: list[_Object] = []  # objects holding a predictor, oldest first
         if channels is not None or channel_map is not None:
