@@ -166,8 +166,7 @@ class SegmentationSession(
         # (clicks, pixels on the slice when made), for edit_object
         self._known: dict[tuple[int, SliceKey], tuple[tuple[SessionClick, ...], int]] = {}
         # propagations made before this session: label -> (start slice, clicks, pixels in
-        # the whole stack when made), for reproducible_objects
-        # id -> (start slice, clicks, pixels when made, settings or None)
+        # the whole stack when made, settings or None), for reproducible_objects
         self._known_propagations: dict[
             int, tuple[SliceKey, tuple[SessionClick, ...], int, dict[str, Any] | None]
         ] = {}
