@@ -706,6 +706,8 @@ def test_command_line_stop_rules_apply_to_every_object_over_the_files():
         "axis": None, "direction": 0, "stop_iou": 0.5, "stop_slices": (),
         "regrowth": None, "min_contrast": None,
     }  # fmt: skip
+    never = ObjectClicks("3", (((0,), 1.0, 2.0, True),), True, PropagationSettings(stop_iou=0.0))
+    assert _propagation(never, none)["stop_iou"] == 0.0  # the panel's "never stop on IoU"
     for obj in (given, unset):
         chosen = _propagation(obj, every)
         assert (chosen["stop_iou"], chosen["regrowth"], chosen["min_contrast"]) == (

@@ -162,7 +162,7 @@ def test_a_propagation_is_written_with_its_axis_and_settings_and_read_back(tmp_p
     ("rows", "message"),
     [
         (["1,0,1,2,yes,sideways"], "line 2: direction must be both, forward or backward"),
-        (["1,0,1,2,yes,both,1.5"], "line 2: stop_iou must lie strictly between 0 and 1"),
+        (["1,0,1,2,yes,both,1.5"], "line 2: stop_iou must lie in [0, 1]"),
         (["1,0,1,2,yes,both,0.5,-1"], "line 2: regrowth must be positive"),
         (["1,0,1,2,yes,both,0.5,,2"], "line 2: min_contrast must lie in (0, 1]"),
         (["1,0,1,2,yes,both,0.5,,,x"], "line 2: stop_slices must be a slice index"),
@@ -200,7 +200,7 @@ def _objects(draw):
             settings = {
                 "axis": draw(st.integers(0, depth - 1)),
                 "direction": draw(st.sampled_from([-1, 0, 1])),
-                "stop_iou": draw(st.floats(0.001, 0.999)),
+                "stop_iou": draw(st.sampled_from([0.0, 1.0]) | st.floats(0, 1)),
                 "stop_slices": tuple(sorted(draw(st.sets(st.integers(0, 999), max_size=3)))),
                 "regrowth": draw(st.none() | st.floats(0.001, 10)),
                 "min_contrast": draw(st.none() | st.floats(0.001, 1)),

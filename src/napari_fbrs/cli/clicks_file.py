@@ -253,12 +253,12 @@ def _setting(column: str, value: str, path: Path, line: int) -> object:
     except ValueError:
         raise UserError(f"{where} must be a number, got {value!r}") from None
     ok = {
-        "stop_iou": 0.0 < number < 1.0,
+        "stop_iou": 0.0 <= number <= 1.0,  # the panel allows 0 (never) and 1
         "regrowth": number > 0.0 and math.isfinite(number),
         "min_contrast": 0.0 < number <= 1.0,
     }[column]
     if not ok:
-        ranges = {"stop_iou": "lie strictly between 0 and 1", "regrowth": "be positive",
+        ranges = {"stop_iou": "lie in [0, 1]", "regrowth": "be positive",
                   "min_contrast": "lie in (0, 1]"}  # fmt: skip
         raise UserError(f"{where} must {ranges[column]}, got {value!r}")
     return number

@@ -153,7 +153,7 @@ def _propagation(obj: Any, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "axis": given.axis,  # None: the last slice axis, as in the panel
         "direction": 0 if given.direction is None else given.direction,
-        "stop_iou": args.stop_iou if args.stop_iou is not None else (given.stop_iou or 0.5),
+        "stop_iou": next(v for v in (args.stop_iou, given.stop_iou, 0.5) if v is not None),
         "stop_slices": given.stop_slices or (),
         "regrowth": CONVEX_REGROWTH if args.convex else given.regrowth,
         "min_contrast": args.min_contrast if args.min_contrast is not None else given.min_contrast,
