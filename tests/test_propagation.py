@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 import napari_fbrs as nf
 from napari_fbrs.core.propagation import clicks_from_mask
+from napari_fbrs.core.propagation_settings import check_setting, setting_problem
 
 
 class ComponentPredictor:
@@ -142,6 +145,26 @@ def test_bad_arguments_are_explained(kwargs, message):
     args = {"z": 5, "mask": vol[5] > 0} | kwargs
     with pytest.raises(ValueError, match=message):
         nf.propagate(ComponentPredictor(), vol, args.pop("z"), args.pop("mask"), **args)
+
+
+@pytest.mark.parametrize(
+    ("name", "valid", "invalid", "requirement"),
+    [
+        ("direction", [-1, 0, 1], [2, -2, 0.5], "must be -1, 0 or +1"),
+        ("stop_iou", [0.0, 0.5, 1.0], [-0.01, 1.01, math.nan], "must lie in [0, 1]"),
+        ("regrowth", [1e-9, 1.2, 1e9], [0.0, -1.0, math.inf, math.nan], "must be positive"),
+        ("min_contrast", [1e-9, 0.75, 1.0], [0.0, 1.5, math.nan], "must lie in (0, 1]"),
+    ],
+)
+def test_each_setting_has_one_range_and_one_wording(name, valid, invalid, requirement):
+    for value in valid:
+        assert setting_problem(name, value) is None
+        check_setting(name, value)
+    for value in invalid:
+        assert setting_problem(name, value) == requirement
+        with pytest.raises(ValueError) as info:
+            check_setting(name, value, label=f"objects[0].{name}")
+        assert str(info.value) == f"objects[0].{name} {requirement}, got {value}"
 
 
 def test_extra_positive_clicks_lie_inside_towards_the_edges():

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from napari_fbrs.cli import UserError
+from napari_fbrs.core.propagation_settings import setting_problem
 
 __all__ = ["ObjectClicks", "PropagationSettings", "read_clicks_file"]
 
@@ -252,13 +253,7 @@ def _setting(column: str, value: str, path: Path, line: int) -> object:
         number = float(value)
     except ValueError:
         raise UserError(f"{where} must be a number, got {value!r}") from None
-    ok = {
-        "stop_iou": 0.0 <= number <= 1.0,  # the panel allows 0 (never) and 1
-        "regrowth": number > 0.0 and math.isfinite(number),
-        "min_contrast": 0.0 < number <= 1.0,
-    }[column]
-    if not ok:
-        ranges = {"stop_iou": "lie in [0, 1]", "regrowth": "be positive",
-                  "min_contrast": "lie in (0, 1]"}  # fmt: skip
-        raise UserError(f"{where} must {ranges[column]}, got {value!r}")
+    problem = setting_problem(column, number)
+    if problem is not None:
+        raise UserError(f"{where} {problem}, got {value!r}")
     return number

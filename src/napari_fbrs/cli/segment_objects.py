@@ -18,6 +18,7 @@ import numpy as np
 
 from napari_fbrs.cli import UserError
 from napari_fbrs.cli.segment import SAMPLE_PREFIX, as_2d_image, read_image
+from napari_fbrs.core.propagation_settings import setting_problem
 
 __all__ = [
     "as_image_or_stack",
@@ -86,10 +87,13 @@ def check_propagation_options(args: argparse.Namespace, objects: list = ()) -> N
                 "column in the clicks file)"
             )
         return
-    if args.stop_iou is not None and not 0.0 < args.stop_iou < 1.0:
-        raise UserError(f"--stop-iou must lie strictly between 0 and 1, got {args.stop_iou:g}")
-    if args.min_contrast is not None and not 0.0 < args.min_contrast <= 1.0:
-        raise UserError(f"--min-contrast must lie in (0, 1], got {args.min_contrast:g}")
+    for option, name, value in (
+        ("--stop-iou", "stop_iou", args.stop_iou),
+        ("--min-contrast", "min_contrast", args.min_contrast),
+    ):
+        problem = None if value is None else setting_problem(name, value)
+        if problem is not None:
+            raise UserError(f"{option} {problem}, got {value:g}")
 
 
 def _slices_text(stack: tuple[int, ...]) -> str:

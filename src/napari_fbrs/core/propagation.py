@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_fbrs.core.clicks import Click
+from napari_fbrs.core.propagation_settings import check_setting
 
 __all__ = ["propagate", "clicks_from_mask", "check_stop_rules"]
 
@@ -82,10 +83,10 @@ def clicks_from_mask(
 def check_stop_rules(regrowth: float | None, min_contrast: float | None) -> None:
     """Raise ``ValueError`` for a ``regrowth`` that is not positive or a ``min_contrast``
     outside ``(0, 1]`` (``None`` turns either rule off)."""
-    if regrowth is not None and not float(regrowth) > 0:
-        raise ValueError(f"regrowth must be positive or None, got {regrowth}")
-    if min_contrast is not None and not 0 < float(min_contrast) <= 1:
-        raise ValueError(f"min_contrast must lie in (0, 1] or be None, got {min_contrast}")
+    if regrowth is not None:
+        check_setting("regrowth", float(regrowth))
+    if min_contrast is not None:
+        check_setting("min_contrast", float(min_contrast))
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -176,8 +177,7 @@ def propagate(
         bool, the shape of ``volume`` without a trailing RGB(A) axis, with the object on
         every slice reached (and ``mask`` on slice ``z``).
     """
-    if direction not in (-1, 0, 1):
-        raise ValueError(f"direction must be -1, 0 or +1, got {direction}")
+    check_setting("direction", direction)
     axis = axis % volume.ndim
     n = volume.shape[axis]
     if not 0 <= z < n:

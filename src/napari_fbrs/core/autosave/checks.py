@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from napari_fbrs.core.propagation_settings import check_setting
 from napari_fbrs.core.session import SessionClick, SliceKey
 
 
@@ -50,17 +51,15 @@ def _propagation(value: Any, what: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise TypeError(f"{what} must be an object or null, got {value!r}")
     direction = _int(value.get("direction", 0), f"{what}.direction")
-    if direction not in (-1, 0, 1):
-        raise ValueError(f"{what}.direction must be -1, 0 or 1, got {direction}")
+    check_setting("direction", direction, f"{what}.direction")
     stop_iou = _number(value.get("stop_iou", 0.5), f"{what}.stop_iou")
-    if not 0.0 <= stop_iou <= 1.0:
-        raise ValueError(f"{what}.stop_iou must lie in [0, 1], got {stop_iou}")
+    check_setting("stop_iou", stop_iou, f"{what}.stop_iou")
     rules: dict[str, float | None] = {}
-    for name, ok in (("regrowth", lambda v: v > 0), ("min_contrast", lambda v: 0 < v <= 1)):
+    for name in ("regrowth", "min_contrast"):
         rule = value.get(name)
         rules[name] = None if rule is None else _number(rule, f"{what}.{name}")
-        if rules[name] is not None and not ok(rules[name]):
-            raise ValueError(f"{what}.{name} is out of range: {rule!r}")
+        if rules[name] is not None:
+            check_setting(name, rules[name], f"{what}.{name}")
     return {
         "axis": _int(value.get("axis", 0), f"{what}.axis", 0),
         "direction": direction,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_fbrs.core.propagation_settings import check_setting
 from napari_fbrs.core.session.types import CommitInfo, PropagationRequest, SliceKey
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,15 +93,12 @@ class _PropagationMixin:
         if not self.stack_shape:
             raise ValueError("propagation needs a stack: this image has no slices")
         axis = self._check_axis(axis)
-        direction = int(direction)
-        if direction not in (-1, 0, 1):
-            raise ValueError(f"direction must be -1, 0 or +1, got {direction}")
-        stop_iou = float(stop_iou)
-        if not 0.0 <= stop_iou <= 1.0:
-            raise ValueError(f"stop_iou must lie in [0, 1], got {stop_iou}")
-        from napari_fbrs.core.propagation import check_stop_rules
-
-        check_stop_rules(regrowth, min_contrast)
+        direction, stop_iou = int(direction), float(stop_iou)
+        check_setting("direction", direction)
+        check_setting("stop_iou", stop_iou)
+        for name, rule in (("regrowth", regrowth), ("min_contrast", min_contrast)):
+            if rule is not None:
+                check_setting(name, float(rule))
         if stop_slices is None:
             stops = self.stop_slices(key, axis)
         else:
