@@ -515,7 +515,7 @@ def test_clicks_file_segments_each_object_into_one_label_image(tiny_checkpoint, 
 
 @pytest.mark.parametrize("sep", [";", "\t"])
 def test_clicks_files_separated_by_semicolons_or_tabs(tmp_path, sep):
-    from napari_fbrs.cli.clicks_file import read_clicks_file
+    from napari_fbrs.core.clicks_file import read_clicks_file
 
     rows = [["Object", "Y", "X", "Positive"], ["a", "1.5", "2", "no"], ["a", "3", "4", "yes"]]
     path = tmp_path / "clicks.csv"  # with a byte-order mark, as spreadsheets write it
@@ -688,8 +688,8 @@ def test_a_propagation_follows_the_files_axis_direction_and_stop_slices(
 def test_command_line_stop_rules_apply_to_every_object_over_the_files():
     import argparse
 
-    from napari_fbrs.cli.clicks_file import ObjectClicks, PropagationSettings
     from napari_fbrs.cli.segment_objects import _propagation
+    from napari_fbrs.core.clicks_file import ObjectClicks, PropagationSettings
     from napari_fbrs.core.session.propagation import CONVEX_REGROWTH
 
     given = ObjectClicks("1", (((0,), 1.0, 2.0, True),), True, PropagationSettings(

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from napari_fbrs.cli.clicks_file import PropagationSettings, read_clicks_file
+from napari_fbrs.core.clicks_file import ClicksFileError, PropagationSettings, read_clicks_file
 from napari_fbrs.core.clicks_table import clicks_table_rows, write_clicks_table
 from napari_fbrs.core.session import CommittedObject, SegmentationSession, SessionClick
 from test_session import DiskPredictor, H, W, disk
@@ -170,12 +170,10 @@ def test_a_propagation_is_written_with_its_axis_and_settings_and_read_back(tmp_p
     ],
 )
 def test_bad_propagation_settings_are_reported_by_line(tmp_path, rows, message):
-    from napari_fbrs.cli import UserError
-
     path = tmp_path / "clicks.csv"
     header = "object,z,y,x,propagate,direction,stop_iou,regrowth,min_contrast,stop_slices"
     path.write_text("\n".join([header, *rows]) + "\n")
-    with pytest.raises(UserError, match=re.escape(message)):
+    with pytest.raises(ClicksFileError, match=re.escape(message)):
         read_clicks_file(path)
 
 
@@ -267,15 +265,13 @@ _CELLS = st.one_of(
     rows=st.lists(st.lists(_CELLS, max_size=9), max_size=5),
     sep=st.sampled_from([",", ";", "\t"]),
 )
-def test_any_text_gives_objects_or_a_user_error(tmp_path_factory, header, rows, sep):
-    from napari_fbrs.cli import UserError
-
+def test_any_text_gives_objects_or_a_clicks_file_error(tmp_path_factory, header, rows, sep):
     path = tmp_path_factory.mktemp("clicks") / "c.csv"
     lines = [sep.join(header)] + [sep.join(row) for row in rows]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     try:
         objects = read_clicks_file(path)
-    except UserError as exc:
+    except ClicksFileError as exc:
         assert str(exc) and "\n" not in str(exc).strip()
         return
     for obj in objects:  # what is read is well formed

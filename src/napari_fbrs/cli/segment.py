@@ -12,7 +12,7 @@ and the time of each is printed. The mask is written as uint8 0/255, to TIFF or 
 the suffix of ``--out`` (its folder is created if needed).
 
 ``--clicks FILE.csv`` segments many objects, one after the other, from a file of clicks
-(:mod:`napari_fbrs.cli.clicks_file`), and writes a label image with one id per object
+(:mod:`napari_fbrs.core.clicks_file`), and writes a label image with one id per object
 (:mod:`napari_fbrs.cli.segment_objects`).
 """
 
@@ -371,9 +371,12 @@ def run(args: argparse.Namespace) -> int:
     from napari_fbrs.cli import segment_objects as many_objects
 
     if many:
-        from napari_fbrs.cli.clicks_file import read_clicks_file
+        from napari_fbrs.core.clicks_file import ClicksFileError, read_clicks_file
 
-        objects = read_clicks_file(args.clicks)
+        try:
+            objects = read_clicks_file(args.clicks)
+        except ClicksFileError as exc:
+            raise UserError(str(exc)) from None
         many_objects.check_propagation_options(args, objects)
         clicks = [(y, x, positive) for obj in objects for _, y, x, positive in obj.clicks]
         image, rgb, stack = many_objects.as_image_or_stack(

@@ -10,7 +10,6 @@ widget. The command line itself, the image reading and the one-object path are i
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +71,6 @@ def as_image_or_stack(image: np.ndarray, source: str) -> tuple[np.ndarray, bool,
     return image, image.ndim == 3, ()
 
 
-def _propagates(obj: Any, args: argparse.Namespace) -> bool:
-    return bool(args.propagate or obj.propagate)
-
-
 def check_propagation_options(args: argparse.Namespace, objects: list = ()) -> None:
     """The stop rules go with ``--propagate`` (or objects of the clicks file that
     propagate) and lie in their ranges."""
@@ -96,85 +91,33 @@ def check_propagation_options(args: argparse.Namespace, objects: list = ()) -> N
             raise UserError(f"{option} {problem}, got {value:g}")
 
 
-def _slices_text(stack: tuple[int, ...]) -> str:
-    return " x ".join(str(n) for n in stack)
-
-
 def check_slices(
     objects: list, stack: tuple[int, ...], args: argparse.Namespace, source: str
 ) -> None:
-    """The clicks' slices fit the image (one index per leading axis, in range), and an
-    object that propagates is clicked on one slice and walks a slice axis."""
-    depths = {len(c[0]) for obj in objects for c in obj.clicks}
-    if not stack:
-        if depths != {0}:
-            raise UserError(f"the image is 2D: {source} must have no slice (z) column")
-        if any(_propagates(obj, args) for obj in objects):
-            what = "--propagate" if args.propagate else f"the propagate column of {source}"
-            raise UserError(f"{what} needs a stack (Z, H, W)")
-        return
-    if depths != {len(stack)}:
-        if len(stack) == 1:
-            wanted = "a z column"
-        else:
-            names = ", ".join(f"axis-{i}" for i in range(len(stack)))
-            wanted = f"columns {names}"
-        raise UserError(
-            f"the image is a stack of {_slices_text(stack)} slices: give the slice of each "
-            f"click in {wanted} of {source}"
-        )
-    for obj in objects:
-        for where, y, x, _ in obj.clicks:
-            if any(i >= n for i, n in zip(where, stack, strict=True)):
-                at = ", ".join(str(i) for i in where)
-                ranges = ", ".join(f"0..{n - 1}" for n in stack)
-                raise UserError(
-                    f"object {obj.name}: click ({at}, {y:g}, {x:g}) is on slice {at}; the "
-                    f"stack has slices {ranges}"
-                )
-        if not _propagates(obj, args):
-            continue
-        if len({c[0] for c in obj.clicks}) > 1:
-            raise UserError(
-                f"object {obj.name} has clicks on several slices; an object that propagates "
-                "is clicked on one slice"
-            )
-        axis = obj.settings.axis
-        if axis is not None and axis >= len(stack):
-            raise UserError(
-                f"object {obj.name}: propagate_axis {axis} is not a slice axis; the stack has "
-                f"{len(stack)} (0..{len(stack) - 1})"
-            )
+    """The clicks' slices fit the image (:func:`napari_fbrs.core.clicks_replay.check_objects`)."""
+    from napari_fbrs.core.clicks_replay import check_objects
+
+    if not stack and args.propagate:
+        raise UserError("--propagate needs a stack (Z, H, W)")
+    try:
+        check_objects(objects, stack, source, propagate_all=args.propagate)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _propagation(obj: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of ``propagation_request`` for ``obj``: an option given on the
     command line applies to every object, else the file's setting, else the panel's
     default."""
+    from napari_fbrs.core.clicks_replay import propagation_options
     from napari_fbrs.core.session.propagation import CONVEX_REGROWTH
 
-    given = obj.settings
-    return {
-        "axis": given.axis,  # None: the last slice axis, as in the panel
-        "direction": 0 if given.direction is None else given.direction,
-        "stop_iou": next(v for v in (args.stop_iou, given.stop_iou, 0.5) if v is not None),
-        "stop_slices": given.stop_slices or (),
-        "regrowth": CONVEX_REGROWTH if args.convex else given.regrowth,
-        "min_contrast": args.min_contrast if args.min_contrast is not None else given.min_contrast,
-    }
-
-
-def _label_ids(objects: list) -> list[int]:
-    """The objects' ids: their ``object`` values when these are all distinct positive
-    integers, else 1, 2, ... in file order."""
-    try:
-        ids = [int(obj.name) for obj in objects]
-    except ValueError:
-        ids = []
-    named = zip(ids, objects, strict=False)  # ids is empty when a name is not a number
-    if ids and all(i > 0 and str(i) == obj.name.strip() for i, obj in named):
-        return ids
-    return list(range(1, len(objects) + 1))
+    return propagation_options(
+        obj,
+        stop_iou=args.stop_iou,
+        regrowth=CONVEX_REGROWTH if args.convex else None,
+        min_contrast=args.min_contrast,
+    )
 
 
 def segment_objects(
@@ -192,11 +135,12 @@ def segment_objects(
     stay its own), on every slice it has clicks on, or, with ``--propagate`` (or its
     ``propagate`` column), on every slice its propagation reaches.
     """
+    from napari_fbrs.core.clicks_replay import object_ids
     from napari_fbrs.core.image import intensity_window
     from napari_fbrs.core.labels_file import save_labels
     from napari_fbrs.core.session import SegmentationSession, promoted_dtype
 
-    ids = _label_ids(objects)
+    ids = object_ids(objects)
     shape = image.shape[:-1] if rgb else image.shape
     # one window for the whole stack, as a napari layer has (2D: the predictor's own)
     limits = intensity_window(image) if len(shape) >= 3 else None
@@ -209,44 +153,28 @@ def segment_objects(
         prob_thresh=args.thresh,
         max_history=1,  # no undo here: keep no old commits in memory
     )
-    seconds = []
-    written = 0
-    for label, obj in zip(ids, objects, strict=True):
-        start = time.perf_counter()
-        by_slice: dict[tuple[int, ...], list[tuple[float, float, bool]]] = {}
-        for where, y, x, positive in obj.clicks:
-            by_slice.setdefault(where, []).append((y, x, positive))
-        pixels, notes, reached = 0, [], 0
-        for key, clicks in by_slice.items():
-            for y, x, positive in clicks:
-                session.add_click(y, x, positive, key=key)
-            session.predict(key)
-            try:
-                if _propagates(obj, args):
-                    request = session.propagation_request(key, **_propagation(obj, args))
-                    volume = session.compute_propagation(request)
-                    reached = int(np.count_nonzero(volume.any(axis=(1, 2))))
-                    info = session.commit_propagation(request, volume, label=label)
-                else:
-                    info = session.commit(key, label=label)
-            except ValueError as exc:  # an empty mask, or one entirely on earlier objects
-                session.reset_clicks(key)
-                where = f" on slice {', '.join(str(i) for i in key)}" if key else ""
-                notes.append(f"not written{where}: {exc}")
-                continue
-            pixels += info.n_pixels
-        seconds.append(time.perf_counter() - start)
-        written += pixels > 0
-        n = len(obj.clicks)
-        slices = f" on {reached} slices" if _propagates(obj, args) and pixels else ""
+    from napari_fbrs.core.clicks_replay import replay_objects
+
+    def report(outcome: Any, total: int) -> None:
+        n = outcome.n_clicks
+        slices = f" on {outcome.n_slices} slices" if outcome.n_slices else ""
         print(
-            f"object {obj.name} -> id {label}: {n} click{'s' if n != 1 else ''} in "
-            f"{seconds[-1]:.2f} s, {pixels} px{slices}" + "".join(f"; {note}" for note in notes)
+            f"object {outcome.name} -> id {outcome.label}: {n} click{'s' if n != 1 else ''} "
+            f"in {outcome.seconds:.2f} s, {outcome.n_pixels} px{slices}"
+            + "".join(f"; {note}" for note in outcome.notes)
         )
-    print(
-        f"{written} of {len(objects)} objects written; {sum(seconds) / len(seconds):.2f} s "
-        "per object on average"
+
+    outcomes = replay_objects(
+        session,
+        objects,
+        ids,
+        propagate_all=args.propagate,
+        options=lambda obj: _propagation(obj, args),
+        progress=report,
     )
+    written = sum(o.n_pixels > 0 for o in outcomes)
+    mean = sum(o.seconds for o in outcomes) / max(1, len(outcomes))
+    print(f"{written} of {len(objects)} objects written; {mean:.2f} s per object on average")
     labels = session.labels
     try:
         save_labels(labels, out)

@@ -1,6 +1,7 @@
 """Writing the clicks that made a session's objects as a CSV file, the format that
-``napari-fbrs segment --clicks`` reads (:mod:`napari_fbrs.cli.clicks_file`), so that the
-objects can be made again headlessly, on other images or with another model."""
+``napari-fbrs segment --clicks`` and the panel's *Load objects...* read
+(:mod:`napari_fbrs.core.clicks_file`), so that the objects can be made again, headlessly,
+on other images or with another model."""
 
 from __future__ import annotations
 

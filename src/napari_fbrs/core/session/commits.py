@@ -168,6 +168,84 @@ class _CommitsMixin:
         n_cleared = 0 if cleared is None else int(cleared[0].size)
         return CommitInfo(key, label, int(where[0].size), promoted_from, n_cleared)
 
+    def commit_object(
+        self,
+        made: CommittedObject,
+        source_labels: np.ndarray,
+        *,
+        label: int | None = None,
+        overwrite: bool = False,
+    ) -> CommitInfo:
+        """Write an object made in another session of the same image (an undo step, with
+        its clicks, as if it had been committed here).
+
+        The panel's *Load objects...* makes a clicks file's objects on a worker, in a
+        :meth:`blank_copy`, and adopts each with this. The object then is like one
+        committed here: undo takes it out and brings its clicks back on its slice, it is
+        listed by :meth:`commits` and :meth:`reproducible_objects` (with its propagation
+        settings), :meth:`edit_object` reopens it. Its slice must have no unfinished
+        object (clicks not committed), which undo would otherwise replace.
+
+        Parameters
+        ----------
+        made : CommittedObject
+            The other session's record (:meth:`commits`).
+        source_labels : numpy.ndarray
+            That session's labels, :attr:`labels_shape`: the object's pixels are those of
+            ``made.label`` on ``made.keys``.
+        label : int, optional
+            The id to write here; default ``made.label``.
+        overwrite : bool
+            As in :meth:`commit`: by default only background (0) pixels are written.
+
+        Returns
+        -------
+        CommitInfo
+            What was written.
+
+        Raises
+        ------
+        ValueError
+            ``source_labels`` of another shape, a slice or click outside this image, an
+            unfinished object on its slice, no pixels of ``made.label`` there, a label
+            below 1, or an object that lies entirely on other labels (without
+            ``overwrite``). Nothing is modified.
+        OverflowError
+            The label fits no integer dtype.
+        """
+        if getattr(source_labels, "shape", None) != self.labels_shape:
+            raise ValueError(
+                f"source labels of shape {getattr(source_labels, 'shape', None)} do not match "
+                f"the image: expected {self.labels_shape}"
+            )
+        key = self.check_key(made.key)
+        keys = [self.check_key(k) for k in made.keys] or [key]
+        clicks = tuple(self._make_click(c.y, c.x, c.positive) for c in made.clicks)
+        parts = []
+        for k in keys:
+            rows, cols = np.nonzero(np.asarray(source_labels[k]) == made.label)
+            parts.append(tuple(np.full(rows.size, i, dtype=np.intp) for i in k) + (rows, cols))
+        where = tuple(np.concatenate(axis) for axis in zip(*parts, strict=True))
+        if where[0].size == 0:
+            raise ValueError(f"object {made.label} has no pixels in the source labels")
+        label = int(made.label if label is None else label)
+        if label < 1:
+            raise ValueError(f"label ids start at 1, got {label}")
+        current = self._objects.get(key)
+        if current is not None and current.clicks:
+            where_text = f"slice {', '.join(str(i) for i in key)}" if key else "the image"
+            raise ValueError(f"{where_text} has an unfinished object: finish or clear it first")
+        return self._commit_where(
+            key,
+            _Object(clicks=clicks),
+            where,
+            label,
+            overwrite,
+            propagated=bool(made.propagated),
+            keys=keys,
+            propagation=dict(made.propagation) if made.propagation is not None else None,
+        )
+
     def _release_committed_predictors(self, keep: int = 2) -> None:
         """Keep predictors and probability maps only in the last ``keep`` commits of the
         history (memory); an undo of an older commit recomputes its preview from its

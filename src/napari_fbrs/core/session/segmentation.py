@@ -175,3 +175,27 @@ class SegmentationSession(
         if channels is not None or channel_map is not None:
             self.set_channels(channel_map, channels=channels)
         self.channel_limits = channel_limits
+
+    def blank_copy(self) -> SegmentationSession:
+        """A session of the same image with nothing in it yet, for work on another thread.
+
+        Same image, channels and channel map, intensity windows, predictor factory and
+        threshold; labels of zeros (``uint32``), no objects, an unbounded history (so that
+        :meth:`commits` lists everything made in it). Its objects come back here with
+        :meth:`commit_object`; this session is not touched meanwhile.
+        """
+        copy = SegmentationSession(
+            self._image,
+            rgb=self.rgb,
+            channel_axis=self._channel_axis,
+            channels=self._channel_arrays,
+            channel_map=None if self.rgb else self._channel_map,
+            labels=np.zeros(self.labels_shape, dtype=np.uint32),
+            predictor_factory=self.predictor_factory,
+            contrast_limits=self.contrast_limits,
+            channel_limits=self._channel_limits,
+            prob_thresh=self.prob_thresh,
+            max_live_predictors=self.max_live_predictors,
+            max_history=2**62,
+        )
+        return copy

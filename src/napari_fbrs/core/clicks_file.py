@@ -1,4 +1,5 @@
-"""Reading a file of clicks for many objects (``napari-fbrs segment --clicks FILE``).
+"""Reading a file of clicks for many objects (``napari-fbrs segment --clicks FILE``, the
+panel's *Load objects...*; :mod:`napari_fbrs.core.clicks_table` writes it).
 
 The file is CSV with a header row; column names are matched without regard to case:
 
@@ -33,10 +34,15 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from napari_fbrs.cli import UserError
 from napari_fbrs.core.propagation_settings import setting_problem
 
-__all__ = ["ObjectClicks", "PropagationSettings", "read_clicks_file"]
+__all__ = ["ClicksFileError", "ObjectClicks", "PropagationSettings", "read_clicks_file"]
+
+
+class ClicksFileError(ValueError):
+    """A clicks file that cannot be read, or whose objects do not fit the image; the
+    message names the file and, where it can, the line."""
+
 
 _TRUE = {"true", "1", "yes", "y", "t", "positive", "+"}
 _FALSE = {"false", "0", "no", "n", "f", "negative", "-"}
@@ -120,7 +126,7 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
 
     Raises
     ------
-    UserError
+    ClicksFileError
         A missing, unreadable or empty file, no ``y``/``x`` columns, a value that is not a
         number or a yes/no, a slice that is not an index, a propagation setting out of range
         or different on two rows of one object, an object without a positive click; the
@@ -128,18 +134,18 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"clicks file not found: {path}")
+        raise ClicksFileError(f"clicks file not found: {path}")
     if path.stat().st_size > MAX_BYTES:
-        raise UserError(f"{path} is too large for a clicks file")
+        raise ClicksFileError(f"{path} is too large for a clicks file")
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             text = f.read()
         rows = list(csv.reader(text.splitlines(), delimiter=_delimiter(text)))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"cannot read clicks file {path}: {exc}") from None
+        raise ClicksFileError(f"cannot read clicks file {path}: {exc}") from None
     rows = [r for r in rows if any(cell.strip() for cell in r)]
     if len(rows) < 2:
-        raise UserError(f"{path} holds no clicks: a header row (y,x[,object][,positive]) "
+        raise ClicksFileError(f"{path} holds no clicks: a header row (y,x[,object][,positive]) "
                         "and one row per click")  # fmt: skip
     header = rows[0]
     slice_cols, y_col, x_col = _coordinate_columns(header, path)
@@ -154,23 +160,23 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
 
         def cell(col: int, line: int = line, row: list[str] = row) -> str:
             if col >= len(row):
-                raise UserError(f"{path}, line {line}: the row has only {len(row)} values")
+                raise ClicksFileError(f"{path}, line {line}: the row has only {len(row)} values")
             return row[col].strip()
 
         try:
             y, x = float(cell(y_col)), float(cell(x_col))
         except ValueError:
-            raise UserError(
+            raise ClicksFileError(
                 f"{path}, line {line}: y and x must be numbers, got {cell(y_col)!r}, "
                 f"{cell(x_col)!r}"
             ) from None
         if not (math.isfinite(y) and math.isfinite(x)):
-            raise UserError(f"{path}, line {line}: y and x must be finite numbers")
+            raise ClicksFileError(f"{path}, line {line}: y and x must be finite numbers")
         where = tuple(_index(cell(col), header[col], path, line) for col in slice_cols)
         positive = positive_col is None or _yes(cell(positive_col), "positive", path, line)
         name = cell(object_col) if object_col is not None else f"line {line}"
         if not name:
-            raise UserError(f"{path}, line {line}: the object is empty")
+            raise ClicksFileError(f"{path}, line {line}: the object is empty")
         objects.setdefault(name, []).append((where, y, x, positive))
         if propagate_col is not None and _yes(cell(propagate_col), "propagate", path, line):
             propagated.add(name)
@@ -180,7 +186,7 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
                 continue  # not given (a short row leaves its trailing settings empty)
             value = _setting(column, cell(col), path, line)
             if known.setdefault(_SETTING_FIELDS[column], value) != value:
-                raise UserError(
+                raise ClicksFileError(
                     f"{path}, line {line}: object {name!r} has {column} "
                     f"{known[_SETTING_FIELDS[column]]!r} on an earlier row and {cell(col)!r} here"
                 )
@@ -188,7 +194,7 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
     for name, clicks in objects.items():
         if not any(c[3] for c in clicks):
             where = f"object {name!r}" if object_col is not None else name
-            raise UserError(
+            raise ClicksFileError(
                 f"{path}: {where} has no positive click; give each object at least one click on it"
             )
         settings_given = PropagationSettings(**settings[name])  # type: ignore[arg-type]
@@ -202,7 +208,7 @@ def _yes(value: str, column: str, path: Path, line: int) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise UserError(f"{path}, line {line}: {column} must be true or false, got {value!r}")
+    raise ClicksFileError(f"{path}, line {line}: {column} must be true or false, got {value!r}")
 
 
 def _coordinate_columns(header: list[str], path: Path) -> tuple[list[int], int, int]:
@@ -216,7 +222,7 @@ def _coordinate_columns(header: list[str], path: Path) -> tuple[list[int], int, 
         return ([z_col] if z_col is not None else axes), y_col, x_col
     if len(axes) >= 2:  # napari's points: the last two axes are y and x
         return axes[:-2], axes[-2], axes[-1]
-    raise UserError(
+    raise ClicksFileError(
         f"{path}: the header {','.join(header)!r} has no y and x columns (or axis-0 and "
         "axis-1, as napari saves points)"
     )
@@ -229,7 +235,7 @@ def _index(value: str, column: str, path: Path, line: int) -> int:
     except ValueError:
         number = -1.0
     if not (math.isfinite(number) and number >= 0 and number == int(number)):
-        raise UserError(
+        raise ClicksFileError(
             f"{path}, line {line}: {column.strip()} must be a slice index (0, 1, ...), "
             f"got {value!r}"
         )
@@ -243,7 +249,7 @@ def _setting(column: str, value: str, path: Path, line: int) -> object:
         return _index(value, column, path, line)
     if column == "direction":
         if value.lower() not in _DIRECTIONS:
-            raise UserError(f"{where} must be both, forward or backward, got {value!r}")
+            raise ClicksFileError(f"{where} must be both, forward or backward, got {value!r}")
         return _DIRECTIONS[value.lower()]
     if column == "stop_slices":
         return tuple(
@@ -252,8 +258,8 @@ def _setting(column: str, value: str, path: Path, line: int) -> object:
     try:
         number = float(value)
     except ValueError:
-        raise UserError(f"{where} must be a number, got {value!r}") from None
+        raise ClicksFileError(f"{where} must be a number, got {value!r}") from None
     problem = setting_problem(column, number)
     if problem is not None:
-        raise UserError(f"{where} {problem}, got {value!r}")
+        raise ClicksFileError(f"{where} {problem}, got {value!r}")
     return number
