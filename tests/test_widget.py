@@ -1502,6 +1502,135 @@ def test_dismissing_after_new_work_keeps_both_sessions(make_napari_viewer, tmp_p
     assert earlier.labels[20, 20] == 1
 
 
+# ------------------------------------------------------------------------ loading objects
+
+
+def _saved_stack_objects(make_napari_viewer, tmp_path):
+    """Object 1 propagated forward from slice 1 and object 2 on slice 0 of a 4-slice stack,
+    saved; returns the viewer, the widget, the saved labels and the clicks file."""
+    viewer, widget, _ = _opened_from_file(make_napari_viewer, tmp_path, shape=(4, H, W))
+    widget.set_model(disk_net(neg_gain=2.0))
+    viewer.dims.set_current_step(0, 1)
+    widget.add_click(20, 25)
+    widget.direction_combo.setCurrentIndex(widget.direction_combo.findData(1))
+    assert widget.propagate_object() == 1
+    viewer.dims.set_current_step(0, 0)
+    widget.add_click(10, 45)
+    assert widget.finish_object() == 2
+    widget.save_objects(tmp_path / "objects.tif")
+    saved = viewer.layers[OBJECTS_LAYER].data.copy()
+    assert set(np.unique(saved)) == {0, 1, 2} and saved[1:].any(axis=(1, 2)).all()
+    return viewer, widget, saved, tmp_path / "objects_clicks.csv"
+
+
+def test_load_objects_makes_the_saved_objects_again(make_napari_viewer, tmp_path):
+    viewer, widget, saved, clicks = _saved_stack_objects(make_napari_viewer, tmp_path)
+    objects = viewer.layers[OBJECTS_LAYER]
+    while widget.undo():  # back to an empty layer
+        pass
+    widget.reset_clicks()
+    assert not objects.data.any() and not widget.session.all_clicks()
+    objects.data[0, 40:44, 2:6] = 1  # the user's own object 1, away from the saved ones
+    objects.refresh()
+    assert widget.load_objects(clicks) == [3, 2]
+    # id 1 was taken: the propagated object came back as 3, with every pixel
+    np.testing.assert_array_equal(objects.data[saved == 1], 3)
+    np.testing.assert_array_equal(objects.data[saved == 2], 2)
+    assert (objects.data[0, 40:44, 2:6] == 1).all()
+    assert widget.status_label.text() == (
+        "Loaded 2 of 2 object(s) from objects_clicks.csv; 1 with a new id (the file's was in use)."
+    )
+    # loaded objects are finished objects: saved again with their clicks and settings
+    widget.save_objects(tmp_path / "again.tif")
+    rows = (tmp_path / "again_clicks.csv").read_text().splitlines()
+    assert rows[1:] == [
+        "3,1,20,25,true,true,forward,0.5,,,",
+        "2,0,10,45,true,false,,,,,",
+    ]
+    # each is an undo step; undo brings its clicks back on its slice
+    assert widget.undo() and not (objects.data == 2).any()
+    assert widget.session.clicks((0,)) == [SessionClick(10.0, 45.0, True)]
+    assert widget.undo() and not (objects.data == 3).any()
+    assert (objects.data[0, 40:44, 2:6] == 1).all()
+
+
+def test_load_objects_refuses_what_it_cannot_do_and_changes_nothing(
+    make_napari_viewer, tmp_path, warnings_, monkeypatch
+):
+    from napari_fbrs._widget import loading
+
+    viewer, widget, saved, clicks = _saved_stack_objects(make_napari_viewer, tmp_path)
+    objects = viewer.layers[OBJECTS_LAYER]
+    before = objects.data.copy()
+    widget.add_click(30, 30)  # an unfinished object
+    assert widget.load_objects(clicks) is None
+    assert "finish or reset the unfinished object first (clicks on (0,))" in warnings_[-1]
+    widget.reset_clicks()
+    bad = tmp_path / "flat.csv"
+    bad.write_text("y,x\n1,2\n")  # no slice column for a stack
+    assert widget.load_objects(bad) is None
+    assert (
+        "could not load objects from flat.csv: the image is a stack of 4 slices" in (warnings_[-1])
+    )
+    assert widget.status_label.text().startswith("Nothing loaded: the image is a stack")
+    assert widget.load_objects(tmp_path / "missing.csv") is None
+    assert "clicks file not found" in warnings_[-1]
+    np.testing.assert_array_equal(objects.data, before)
+    # the button asks for the file; cancelling the dialog does nothing
+    proposed = []
+
+    def dialog(parent, caption, directory, filters):
+        proposed.append(directory)
+        return answers.pop(0), filters
+
+    monkeypatch.setattr(loading.QFileDialog, "getOpenFileName", staticmethod(dialog))
+    answers = ["", str(clicks)]
+    widget.load_button.click()
+    assert proposed == [str(tmp_path / "objects_clicks.csv")]
+    np.testing.assert_array_equal(objects.data, before)
+    widget.load_button.click()  # every pixel is taken: each object is reported, none written
+    assert "Loaded 0 of 2 object(s)" in widget.status_label.text()
+    assert "entirely on existing labels" in warnings_[-1]
+    np.testing.assert_array_equal(objects.data, before)
+
+
+def test_a_failed_load_is_an_error_and_writes_nothing(make_napari_viewer, tmp_path, errors):
+    viewer, widget, saved, clicks = _saved_stack_objects(make_napari_viewer, tmp_path)
+    objects = viewer.layers[OBJECTS_LAYER]
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    widget.set_model(broken)  # read when the first object is made, on the worker
+    objects.data[...] = 0
+    objects.refresh()
+    assert widget.load_objects(clicks) is None
+    assert len(errors) == 1 and errors[0].startswith("f-BRS could not load the objects:")
+    assert widget.status_label.text().startswith("Loading failed:")
+    assert widget.status_label.text().endswith("nothing was written.")
+    assert not objects.data.any() and not widget.busy
+    assert widget.load_button.text() == "Load objects..."
+
+
+def test_load_objects_runs_on_a_worker_and_can_be_cancelled(make_napari_viewer, tmp_path, qtbot):
+    viewer, widget, saved, clicks = _saved_stack_objects(make_napari_viewer, tmp_path)
+    objects = viewer.layers[OBJECTS_LAYER]
+    while widget.undo():
+        pass
+    widget.reset_clicks()
+    widget.synchronous = False
+    assert widget.load_objects(clicks) is None  # the result arrives later
+    assert widget.busy and widget.load_button.text() == "Cancel loading"
+    assert not widget.save_button.isEnabled()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30000)
+    np.testing.assert_array_equal(objects.data, saved)
+    assert widget.load_button.text() == "Load objects..."
+    assert widget.load_objects(clicks) is None  # again (the file's ids are in use now)
+    widget.load_button.click()  # cancel
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30000)
+    assert widget.status_label.text() == "Loading cancelled: nothing was written."
+    np.testing.assert_array_equal(objects.data, saved)
+    assert len(widget.session.commits()) == 2
+
+
 # ------------------------------------------------------------------ remembered settings
 
 

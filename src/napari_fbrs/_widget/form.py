@@ -221,7 +221,7 @@ class FormMixin:
         return click_box
 
     def _build_action_buttons(self) -> QGridLayout:
-        """Finish, undo, redo, reset and save."""
+        """Finish, undo, redo, reset, save and load."""
         buttons = QGridLayout()
         self.finish_button = QPushButton("Finish object (Space)")
         self.undo_button = QPushButton("Undo (Ctrl+Z)")
@@ -244,7 +244,14 @@ class FormMixin:
             "Write the objects layer to a TIFF file (all slices). Once saved, the autosave "
             "of this image is removed unless unfinished objects still have clicks."
         )
-        buttons.addWidget(self.save_button, 3, 0, 1, 2)
+        buttons.addWidget(self.save_button, 3, 0)
+        self.load_button = QPushButton("Load objects...")
+        self.load_button.setToolTip(
+            "Make the objects of a clicks file again (the _clicks.csv that Save objects "
+            "writes beside the TIFF) with the current model and settings, and add them to "
+            "the objects layer, each an undo step. Press again to cancel."
+        )
+        buttons.addWidget(self.load_button, 3, 1)
         return buttons
 
     def _build_stack_box(self) -> QGroupBox:
@@ -386,6 +393,7 @@ class FormMixin:
         self.edit_button.clicked.connect(lambda *_: self.edit_object())
         self.defaults_button.clicked.connect(lambda *_: self.reset_settings())
         self.save_button.clicked.connect(lambda *_: self.save_objects())
+        self.load_button.clicked.connect(lambda *_: self._on_load_button())
         self.propagate_button.clicked.connect(lambda *_: self.propagate_object())
         self.cancel_button.clicked.connect(self.cancel_propagation)
         self.next_button.clicked.connect(self.next_slice)
@@ -407,11 +415,14 @@ class FormMixin:
             self.progress.setRange(0, 0)  # back to a busy indicator
 
     def _show_progress(self, done: int, total: int) -> None:
-        if not self._propagating:
+        if not (self._propagating or self._loading):
             return
         self.progress.setRange(0, max(int(total), 1))
         self.progress.setValue(int(done))
-        self._set_status(f"Propagating: {done}/{total} slices...")
+        if self._loading:
+            self._set_status(f"Loading objects: {done}/{total}...")
+        else:
+            self._set_status(f"Propagating: {done}/{total} slices...")
 
     def _update_buttons(self, *_: Any) -> None:
         session = self._session
@@ -431,7 +442,8 @@ class FormMixin:
         self.cancel_button.setEnabled(self._propagating)
         self.undo_button.setEnabled(has and session.can_undo)
         self.redo_button.setEnabled(has and session.can_redo)
-        self.save_button.setEnabled(has)
+        self.save_button.setEnabled(has and not self._loading)
+        self.load_button.setEnabled(has)
         self._show_object_id()
 
     def _show_object_id(self) -> None:

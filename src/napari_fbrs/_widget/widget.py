@@ -26,7 +26,8 @@ history. The widget
   cache folder, keyed by the layer name), and offers to restore it when the image is
   opened again ("Restore previous session"); autosave errors never stop segmenting;
 * saves the objects to a TIFF file ("Save objects..."), after which the autosave is
-  removed when it holds nothing more.
+  removed when it holds nothing more, and makes the objects of a clicks file again
+  ("Load objects...", on a worker).
 
 Nothing here imports torch at import time: the model is loaded on the worker thread.
 
@@ -40,6 +41,7 @@ The widget is made of mixins, one job each, in the modules beside this one:
 :mod:`~napari_fbrs._widget.prediction` (prediction workers),
 :mod:`~napari_fbrs._widget.autosave` (autosave and restore),
 :mod:`~napari_fbrs._widget.saving` (saving the objects to a file),
+:mod:`~napari_fbrs._widget.loading` (making a clicks file's objects again),
 :mod:`~napari_fbrs._widget.preferences` (the settings remembered between sessions),
 :mod:`~napari_fbrs._widget.bindings` (viewer events, keys and mouse) and
 :mod:`~napari_fbrs._widget.notify` (notifications). This module puts them together and
@@ -72,6 +74,7 @@ from napari_fbrs._widget.layers import (
 from napari_fbrs._widget.layers import NEGATIVE_COLOR as NEGATIVE_COLOR
 from napari_fbrs._widget.layers import POSITIVE_COLOR as POSITIVE_COLOR
 from napari_fbrs._widget.layers import PREVIEW_COLOR as PREVIEW_COLOR
+from napari_fbrs._widget.loading import LoadingMixin
 from napari_fbrs._widget.models import ModelMixin
 from napari_fbrs._widget.prediction import Bridge, PredictionMixin
 from napari_fbrs._widget.preferences import PreferencesMixin
@@ -105,6 +108,7 @@ class FbrsWidget(
     PredictionMixin,
     AutosaveMixin,
     SavingMixin,
+    LoadingMixin,
     PreferencesMixin,
     BindingsMixin,
     QWidget,
@@ -126,7 +130,7 @@ class FbrsWidget(
     :meth:`reset_clicks`, :meth:`next_slice`, :meth:`previous_slice`,
     :meth:`propagate_object`, :meth:`cancel_propagation`, :meth:`set_channels`,
     :meth:`set_channel_axis`, :meth:`set_model`, :meth:`configure`,
-    :meth:`save_objects`, :meth:`save_autosave`, :meth:`restore_autosave`,
+    :meth:`save_objects`, :meth:`load_objects`, :meth:`save_autosave`, :meth:`restore_autosave`,
     :meth:`edit_object`, :meth:`reset_settings`, :attr:`session`,
     :attr:`predictor`, :attr:`current_mask`, :attr:`current_prob`, :attr:`current_key`,
     :attr:`stack_axis`. Coordinates are ``(y, x)`` = napari ``(row, col)`` in image
@@ -154,6 +158,7 @@ class FbrsWidget(
         self._finish_pending = False
         self._step_pending = 0  # a slice step waiting for a pending finish
         self._propagating = False
+        self._loading = False  # a clicks file's objects are being made on a worker
         self._cancel_requested = False
         self._limit_layers: list[Image] = []  # layers whose contrast limits we follow
         self._worker: Any = None
