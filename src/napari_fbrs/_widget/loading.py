@@ -104,27 +104,12 @@ class LoadingMixin:
         self._set_status(f"Loading {len(objects)} object(s) from {path.name}...")
         self.load_button.setText("Cancel loading")
         self._update_buttons()
-        if self.synchronous:
-            try:
-                outcomes = work()
-            except Exception as exc:
-                self._on_load_error(exc)
-                written = None
-            else:
-                written = self._finish_load(session, path, copy, outcomes, len(objects))
-            self._on_load_done()
-            return written
-        from napari.qt.threading import thread_worker
-
-        worker = thread_worker(work, start_thread=False, ignore_errors=True)()
-        worker.returned.connect(
-            lambda outcomes: self._finish_load(session, path, copy, outcomes, len(objects))
+        return self._run_job(
+            work,
+            lambda outcomes: self._finish_load(session, path, copy, outcomes, len(objects)),
+            self._on_load_error,
+            self._on_load_done,
         )
-        worker.errored.connect(self._on_load_error)
-        worker.finished.connect(self._on_load_done)
-        self._worker = worker
-        worker.start()
-        return None
 
     def _on_load_button(self) -> None:
         if self._loading:

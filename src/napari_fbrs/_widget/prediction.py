@@ -4,6 +4,8 @@ results that a newer click made stale dropped, and errors rolled back and report
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from qtpy.QtCore import QObject, Signal
 
@@ -28,6 +30,37 @@ class PredictionMixin:
     that ``FbrsWidget.__init__`` sets up and the methods of the other mixins.
     """
 
+    def _run_job(
+        self,
+        work: Callable[[], Any],
+        on_result: Callable[[Any], Any],
+        on_error: Callable[[BaseException], None],
+        on_done: Callable[[], None],
+    ) -> Any:
+        """Run ``work`` on a napari thread worker, then ``on_result(value)`` or
+        ``on_error(exc)``, then ``on_done()``, on the GUI thread; in :attr:`synchronous`
+        mode all of it now. Returns what ``on_result`` returned when synchronous, else
+        ``None``."""
+        if self.synchronous:
+            try:
+                value = work()
+            except Exception as exc:
+                on_error(exc)
+                result = None
+            else:
+                result = on_result(value)
+            on_done()
+            return result
+        from napari.qt.threading import thread_worker
+
+        worker = thread_worker(work, start_thread=False, ignore_errors=True)()
+        worker.returned.connect(on_result)
+        worker.errored.connect(on_error)
+        worker.finished.connect(on_done)
+        self._worker = worker
+        worker.start()
+        return None
+
     def _schedule(self) -> None:
         """Predict the current slice if its preview is out of date (one job at a time)."""
         session = self._session
@@ -45,23 +78,12 @@ class PredictionMixin:
             return
         self._running = True
         self._set_busy(True)
-        if self.synchronous:
-            try:
-                result = session.compute(request)
-            except Exception as exc:
-                self._on_error(request, exc)
-            else:
-                self._on_result(result)
-            self._on_done()
-            return
-        from napari.qt.threading import thread_worker
-
-        worker = thread_worker(session.compute, start_thread=False, ignore_errors=True)(request)
-        worker.returned.connect(self._on_result)
-        worker.errored.connect(lambda exc, req=request: self._on_error(req, exc))
-        worker.finished.connect(self._on_done)
-        self._worker = worker
-        worker.start()
+        self._run_job(
+            lambda: session.compute(request),
+            self._on_result,
+            lambda exc: self._on_error(request, exc),
+            self._on_done,
+        )
 
     def _on_result(self, result: PredictionResult | None) -> None:
         session = self._session

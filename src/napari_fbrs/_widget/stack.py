@@ -152,25 +152,12 @@ class StackMixin:
         )
         self._set_status(f"Propagating along axis {request.axis}{stops}...")
         self._update_buttons()
-        if self.synchronous:
-            try:
-                volume = work()
-            except Exception as exc:
-                self._on_propagation_error(exc)
-                label = None
-            else:
-                label = self._finish_propagation(request, volume)
-            self._on_done()
-            return label
-        from napari.qt.threading import thread_worker
-
-        worker = thread_worker(work, start_thread=False, ignore_errors=True)()
-        worker.returned.connect(lambda volume: self._finish_propagation(request, volume))
-        worker.errored.connect(self._on_propagation_error)
-        worker.finished.connect(self._on_done)
-        self._worker = worker
-        worker.start()
-        return None
+        return self._run_job(
+            work,
+            lambda volume: self._finish_propagation(request, volume),
+            self._on_propagation_error,
+            self._on_done,
+        )
 
     def _fill_axis_choices(self) -> None:
         """The leading axes one can walk (z, t, ...), the last one chosen."""
