@@ -91,6 +91,26 @@ def test_a_blank_copy_shares_the_image_and_settings_but_nothing_else():
     assert copy.stack_shape == s.stack_shape and copy.image_slice((1,)).shape == (40, 50)
 
 
+@pytest.mark.parametrize("layout", ["channel_axis", "channel_arrays", "rgb"])
+def test_a_blank_copy_gives_the_model_the_same_input(layout):
+    rng = np.random.default_rng(1)
+    if layout == "rgb":
+        s = SegmentationSession(rng.integers(0, 255, (2, 40, 50, 3), dtype=np.uint8), rgb=True)
+    elif layout == "channel_axis":
+        image = rng.integers(0, 4000, (2, 3, 40, 50), dtype=np.uint16)
+        s = SegmentationSession(image, channel_axis=0, channel_map=(1, 0, None))
+        s.channel_limits = [(0, 1000), (100, 3000)]
+    else:
+        arrays = [rng.random((3, 40, 50)) for _ in range(3)]
+        s = SegmentationSession(arrays[0], channels=arrays, channel_map=(2, 1))
+    copy = s.blank_copy()
+    for key in [(0,) * len(s.stack_shape), tuple(n - 1 for n in s.stack_shape)]:
+        ours, limits = s.input_slice(key)
+        theirs, their_limits = copy.input_slice(key)
+        np.testing.assert_array_equal(theirs, ours)
+        assert their_limits == limits
+
+
 def test_an_object_that_cannot_be_adopted_changes_nothing(tmp_path):
     path, _ = _saved_objects(tmp_path)
     s = SegmentationSession(_image(3), predictor_factory=_small_negatives)
