@@ -75,6 +75,16 @@ def test_loaded_ids_can_be_changed(tmp_path):
     np.testing.assert_array_equal(s.labels, np.where(saved > 0, saved + 10, 0))
 
 
+def test_free_ids_keep_wanted_ids_that_no_pixel_holds():
+    labels = np.zeros((3, 40, 50), np.uint16)
+    labels[1, 5, 5] = 2
+    labels[2, 9, 9] = 30
+    s = SegmentationSession(_image(3), labels=labels)
+    assert s.free_ids([5, 2, 2, 7]) == {5: 5, 2: 31, 7: 7}  # past 30, the largest in use
+    assert s.free_ids([40, 30]) == {40: 40, 30: 41}  # past 40, the largest wanted
+    assert s.free_ids([]) == {}
+
+
 def test_a_blank_copy_shares_the_image_and_settings_but_nothing_else():
     labels = np.zeros((3, 40, 50), np.uint8)
     labels[0, :2] = 4

@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from qtpy.QtWidgets import QFileDialog
 
 from napari_fbrs._widget import notify
@@ -129,7 +128,7 @@ class LoadingMixin:
             return None
         self._adopt_objects_layer()
         made = copy.commits()
-        new_ids = self._free_ids(session, [m.label for m in made])
+        new_ids = session.free_ids(m.label for m in made)
         overwrite = self.overwrite_check.isChecked()
         written: list[int] = []
         keys: list[Any] = []
@@ -155,24 +154,6 @@ class LoadingMixin:
             notify.warning(f"f-BRS: some objects of {path.name} were not written: {notes[0]}")
         self._set_status("; ".join(parts) + ".")
         return written
-
-    @staticmethod
-    def _free_ids(session: Any, labels: list[int]) -> dict[int, int]:
-        """Each loaded id -> the id to write: itself while the layer does not use it,
-        else the next one free."""
-        used = {int(v) for v in np.unique(session.labels)} - {0}
-        mapping: dict[int, int] = {}
-        next_free = max(used | set(labels) | {0}) + 1
-        for label in labels:
-            if label in mapping:
-                continue
-            if label in used:
-                mapping[label] = next_free
-                next_free += 1
-            else:
-                mapping[label] = label
-            used.add(mapping[label])
-        return mapping
 
     def _on_load_error(self, exc: BaseException) -> None:
         message = notify.error_message(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -118,6 +119,40 @@ class _LabelsMixin:
         self._push(_LabelsSwap(self._labels, labels, what))
         self._labels = labels
         return Change((), True, what)
+
+    def free_ids(self, wanted: Iterable[int]) -> dict[int, int]:
+        """An id for each of ``wanted`` that the labels do not hold yet.
+
+        Parameters
+        ----------
+        wanted : iterable of int
+            Ids (>= 1) of objects about to be added, e.g. a clicks file's.
+
+        Returns
+        -------
+        dict
+            ``wanted id -> id to write``: the id itself while no pixel holds it (and no
+            earlier entry took it), else the next one past every id in use or wanted.
+            The labels are read one plane at a time (bounded memory on big stacks).
+        """
+        wanted = list(dict.fromkeys(int(i) for i in wanted))
+        if not wanted:
+            return {}
+        candidates = np.asarray(wanted)
+        labels = self._labels
+        planes = labels.reshape(-1, *labels.shape[-2:]) if labels.ndim > 2 else labels[None]
+        in_use = np.zeros(len(wanted), dtype=bool)
+        for plane in planes:
+            in_use |= np.isin(candidates, plane)
+        next_free = max(self.next_label(), max(wanted) + 1)
+        mapping: dict[int, int] = {}
+        for label, used in zip(wanted, in_use, strict=True):
+            if used:
+                mapping[label] = next_free
+                next_free += 1
+            else:
+                mapping[label] = label
+        return mapping
 
     def next_label(self) -> int:
         """The next free id: ``labels.max() + 1`` (1 for an empty array)."""
