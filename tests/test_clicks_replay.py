@@ -147,6 +147,15 @@ def test_an_object_that_cannot_be_adopted_changes_nothing(tmp_path):
     assert info.n_pixels == int(np.count_nonzero(copy.labels == 1))
 
 
+def test_a_click_off_the_image_names_its_object(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("object,y,x\ncell,10,10\nbad,10,900\n")
+    s = SegmentationSession(_image(), predictor_factory=_small_negatives)
+    with pytest.raises(ValueError, match=r"object bad: click \(y=10.0, x=900.0\) lies outside"):
+        replay_objects(s, read_clicks_file(path))
+    assert set(np.unique(s.labels)) == {0, 1}  # the object before it stays
+
+
 def test_cancel_stops_between_objects(tmp_path):
     path, _ = _saved_objects(tmp_path)
     s = SegmentationSession(_image(3), predictor_factory=_small_negatives)

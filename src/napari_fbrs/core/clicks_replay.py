@@ -219,7 +219,8 @@ def replay_objects(
     Raises
     ------
     ValueError
-        A click outside the image plane (the objects before it stay committed).
+        A click outside the image plane, naming the object (the objects before it stay
+        committed).
     """
     ids = object_ids(objects) if ids is None else list(ids)
     if len(ids) != len(objects):
@@ -235,7 +236,10 @@ def replay_objects(
         pixels, reached, notes = 0, 0, []
         propagates = _propagates(obj, propagate_all)
         for key, clicks in by_slice.items():
-            session.set_clicks(key, clicks)
+            try:
+                session.set_clicks(key, clicks)
+            except ValueError as exc:  # a click off the image plane
+                raise ValueError(f"object {obj.name}: {exc}") from None
             session.predict(key)
             try:
                 if propagates:
