@@ -279,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = str(resolve_device(args.device))
+    try:
+        device = str(resolve_device(args.device))
+    except ValueError as exc:  # e.g. --device cuda on a machine without a GPU
+        parser.error(str(exc))
     models = args.models or (QUICK_MODELS if args.quick else DEFAULT_MODELS)
     n_images = args.images or (2 if args.quick else 5)
     n_clicks = args.clicks or (3 if args.quick else 5)
