@@ -1540,6 +1540,16 @@ def test_load_objects_makes_the_saved_objects_again(make_napari_viewer, tmp_path
     assert widget.status_label.text() == (
         "Loaded 2 of 2 object(s) from objects_clicks.csv; 1 with a new id (the file's was in use)."
     )
+    # ... autosaved at once, with their clicks and settings (a crash loses nothing)
+    from napari_fbrs.core.autosave import Autosave
+
+    records = Autosave(widget.autosave_path).load().objects
+    assert [(r.label, r.key, r.propagated) for r in records][-2:] == [
+        (3, (1,), True),
+        (2, (0,), False),
+    ]
+    assert records[-2].propagation["direction"] == 1
+    assert records[-1].clicks == (SessionClick(10.0, 45.0, True),)
     # loaded objects are finished objects: saved again with their clicks and settings
     widget.save_objects(tmp_path / "again.tif")
     rows = (tmp_path / "again_clicks.csv").read_text().splitlines()
