@@ -2,9 +2,10 @@
 or a stack (z, t, or several such axes), into one label image, optionally carried through
 the stack (``--propagate``, or the file's ``propagate`` column with each object's settings).
 
-The objects go through a :class:`~napari_fbrs.core.session.SegmentationSession`, as in the
-widget. The command line itself, the image reading and the one-object path are in
-:mod:`napari_fbrs.cli.segment`; the file format in :mod:`napari_fbrs.cli.clicks_file`.
+The objects go through a :class:`~napari_fbrs.core.session.SegmentationSession` and
+:func:`napari_fbrs.core.clicks_replay.replay_objects`, as the panel's *Load objects...*
+does. The command line itself, the image reading and the one-object path are in
+:mod:`napari_fbrs.cli.segment`; the file format in :mod:`napari_fbrs.core.clicks_file`.
 """
 
 from __future__ import annotations
