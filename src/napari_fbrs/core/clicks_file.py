@@ -34,6 +34,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from napari_fbrs.core.clicks_table import DIRECTION_NAMES
 from napari_fbrs.core.propagation_settings import setting_problem
 
 __all__ = ["ClicksFileError", "ObjectClicks", "PropagationSettings", "read_clicks_file"]
@@ -98,7 +99,10 @@ class ObjectClicks:
     settings: PropagationSettings = PropagationSettings()
 
 
-_DIRECTIONS = {"both": 0, "0": 0, "forward": 1, "+1": 1, "1": 1, "backward": -1, "-1": -1}
+#: a direction cell -> its value: the words the writer uses, and the numbers
+_DIRECTIONS = {name: value for value, name in DIRECTION_NAMES.items()} | {
+    "0": 0, "+1": 1, "1": 1, "-1": -1,
+}  # fmt: skip
 #: column of a propagation setting -> its field of PropagationSettings
 _SETTING_FIELDS = {"propagate_axis": "axis", "direction": "direction", "stop_iou": "stop_iou",
                    "regrowth": "regrowth", "min_contrast": "min_contrast",
@@ -145,8 +149,9 @@ def read_clicks_file(path: Path) -> list[ObjectClicks]:
         raise ClicksFileError(f"cannot read clicks file {path}: {exc}") from None
     rows = [r for r in rows if any(cell.strip() for cell in r)]
     if len(rows) < 2:
-        raise ClicksFileError(f"{path} holds no clicks: a header row (y,x[,object][,positive]) "
-                        "and one row per click")  # fmt: skip
+        raise ClicksFileError(
+            f"{path} holds no clicks: a header row (y,x[,object][,positive]) and one row per click"
+        )
     header = rows[0]
     slice_cols, y_col, x_col = _coordinate_columns(header, path)
     object_col = _column(header, "object")
